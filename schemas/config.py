@@ -1,0 +1,205 @@
+"""The one configuration model. `groundgen run` with no config file uses `Config()`: the offline default.
+
+A TOML file (`groundgen run --config FILE`) is validated against this model; unknown keys are errors.
+Secrets never live here: a section names the *environment variable* that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.ids import fingerprint
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SizesConfig(Section):
+    sft: int = Field(10_000, ge=0, description="rows wanted in the SFT config")
+    rl: int = Field(6_000, ge=0, description="rows wanted in the RL config")
+    oversample: float = Field(
+        1.25, ge=1.0, description="prompts written per wanted row, to cover what curation drops"
+    )
+
+    @property
+    def prompts_wanted(self) -> int:
+        return int(round((self.sft + self.rl) * self.oversample))
+
+
+class TopicsConfig(Section):
+    source: Literal["wiki_offline", "mediawiki", "rss", "url_list"] = "wiki_offline"
+    categories: list[str] = Field(default_factory=list, description="limit to these categories; empty = all")
+    source_categories: list[str] = Field(
+        default_factory=list, description="limit to these source labels (e.g. Wikipedia topics); empty = all"
+    )
+    urls: list[str] = Field(default_factory=list, description="feed or API URLs for live sources")
+
+
+class LLMEndpointConfig(Section):
+    base_url: str
+    model: str
+    api_key_env: str = Field("", description="name of the environment variable holding the API key")
+    max_concurrency: int = Field(16, ge=1)
+    requests_per_minute: float = Field(0, ge=0, description="0 = unlimited")
+    tokens_per_minute: float = Field(0, ge=0, description="0 = unlimited")
+    timeout_s: float = Field(120, gt=0)
+    max_retries: int = Field(5, ge=0)
+    temperature: float = 0.7
+    max_tokens: int = Field(4096, ge=1)
+    max_response_bytes: int = Field(1_000_000, ge=1)
+    price_per_million_input: float = 0.0
+    price_per_million_output: float = 0.0
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class LLMConfig(Section):
+    writer: LLMEndpointConfig | None = None
+    teacher: LLMEndpointConfig | None = None
+    judge: LLMEndpointConfig | None = None
+    summary: LLMEndpointConfig | None = None
+
+
+class SearchConfig(Section):
+    provider: Literal["local", "serper", "searxng"] = "local"
+    base_url: str = ""
+    api_key_env: str = ""
+    requests_per_minute: float = 0
+    timeout_s: float = 20
+
+
+class FetchConfig(Section):
+    timeout_s: float = 20
+    max_bytes: int = 5_000_000
+    max_redirects: int = 5
+    per_host_concurrency: int = 4
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts or CIDRs allowed even if private (e.g. a corpus server)"
+    )
+
+
+class WriterConfig(Section):
+    kind: Literal["template", "llm"] = "template"
+    multi_hop_share: float = Field(0.3, ge=0, le=1)
+    seed: int = 0
+
+
+class TeacherConfig(Section):
+    kind: Literal["scripted", "llm"] = "scripted"
+    max_model_calls: int = Field(9, ge=1)
+    max_tool_calls: int = Field(8, ge=0)
+    native_tool_calling: bool = False
+    browse_summary: bool = False
+    date: str = Field("2026-11-25", description="today's date as the system prompt states it (YYYY-MM-DD)")
+
+
+class PainterConfig(Section):
+    kind: Literal["tiny", "diffusers", "http"] = "tiny"
+    model: str = Field("", description="diffusers model id or local path; empty = the tiny offline pipeline")
+    revision: str = ""
+    width: int = Field(64, ge=8)
+    height: int = Field(64, ge=8)
+    steps: int = Field(3, ge=1)
+    guidance: float = 4.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    batch_size: int = Field(4, ge=1)
+    max_references: int = Field(3, ge=0)
+    attention_slicing: bool = False
+    cpu_offload: bool = False
+    base_url: str = ""
+    api_key_env: str = ""
+
+
+class JudgeConfig(Section):
+    kind: Literal["rules", "llm"] = "rules"
+    keep_threshold: float = Field(0.5, ge=0, le=1)
+
+
+class CurationConfig(Section):
+    phash_max_distance: int = Field(4, ge=0, le=64)
+    prompt_jaccard_threshold: float = Field(0.8, ge=0, le=1)
+    decontamination_files: list[str] = Field(default_factory=list)
+    decontamination_ngram: int = Field(8, ge=1)
+    decontamination_threshold: float = Field(0.5, ge=0, le=1)
+    min_image_std: float = Field(2.0, ge=0, description="images flatter than this are blank")
+
+
+class ExportConfig(Section):
+    max_shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    version_scheme: Literal["counter", "semver"] = "counter"
+    semver: str = ""
+
+
+class HubConfig(Section):
+    repo: str = ""
+    private: bool = False
+    endpoint_env: str = "HF_ENDPOINT"
+    token_env: str = "HF_TOKEN"
+
+
+class Config(Section):
+    workdir: Path = Path("groundgen-data")
+    batch_size: int = Field(64, ge=1, description="rows per task")
+    max_attempts: int = Field(3, ge=1, description="attempts per row before it is left failed")
+    runner: str = Field("threads", description="'threads', 'ray' or 'ray:ADDRESS'")
+    sizes: SizesConfig = SizesConfig()
+    topics: TopicsConfig = TopicsConfig()
+    llm: LLMConfig = LLMConfig()
+    search: SearchConfig = SearchConfig()
+    fetch: FetchConfig = FetchConfig()
+    writer: WriterConfig = WriterConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    painter: PainterConfig = PainterConfig()
+    judge: JudgeConfig = JudgeConfig()
+    curation: CurationConfig = CurationConfig()
+    export: ExportConfig = ExportConfig()
+    hub: HubConfig = HubConfig()
+
+    # fingerprints: what a stage's output depends on. Changing one re-runs that stage and what follows.
+    def writer_fingerprint(self) -> str:
+        return fingerprint({"writer": self.writer, "llm": self.llm.writer})
+
+    def teacher_fingerprint(self) -> str:
+        return fingerprint(
+            {"teacher": self.teacher, "llm": self.llm.teacher, "search": self.search.provider}
+        )
+
+    def painter_fingerprint(self) -> str:
+        return fingerprint(self.painter.model_dump(exclude={"batch_size", "device", "attention_slicing", "cpu_offload"}))
+
+    def judge_fingerprint(self) -> str:
+        return fingerprint({"judge": self.judge, "llm": self.llm.judge})
+
+    def curation_fingerprint(self) -> str:
+        return fingerprint({"curation": self.curation, "sizes": self.sizes.model_dump(exclude={"oversample"})})
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.model_dump(mode="json", exclude={"workdir", "runner", "batch_size"}))
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, not TOML, or does not match the config model."""
+
+
+def load_config(path: Path | None = None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file {path} does not exist") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"config file {path} is invalid:\n{error}") from error

@@ -1,0 +1,141 @@
+"""Backend protocols: one per role in DESIGN.md's backend table, and the values they exchange.
+
+Stage cores are written against these; offline and real backends implement them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.errors import RowError
+from schemas.rows import Image, Judgement, Prompt, Topic, Trajectory
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchHit(Value):
+    title: str
+    url: str
+    snippet: str = ""
+
+
+class ImageHit(Value):
+    url: str
+    title: str = ""
+    page_url: str = ""
+    thumbnail_url: str = ""
+    width: int = 0
+    height: int = 0
+
+
+class PageImage(Value):
+    url: str
+    alt: str = ""
+    caption: str = ""
+
+
+class Page(Value):
+    """A fetched page reduced to clean text (headings, lists and tables kept as text)."""
+
+    url: str
+    final_url: str
+    status: int
+    title: str = ""
+    text: str
+    images: list[PageImage] = Field(default_factory=list)
+
+
+class DownloadedImage(Value):
+    """A validated, re-encoded image (RGB PNG or JPEG, metadata stripped), already in the blob store."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    phash: str
+    source_url: str
+
+
+class BlobWriter(Protocol):
+    def put(self, data: bytes) -> str:
+        """Store bytes atomically by sha256 and return the sha256."""
+        ...
+
+    def read(self, sha256: str) -> bytes: ...
+
+
+class TopicSource(Protocol):
+    name: str
+
+    def topics(self) -> Iterator[Topic]: ...
+
+
+@runtime_checkable
+class SearchBackend(Protocol):
+    async def search(self, query: str, top_k: int) -> list[SearchHit]: ...
+
+    async def image_search(self, query: str, top_k: int) -> list[ImageHit]: ...
+
+
+class Browser(Protocol):
+    async def browse(self, url: str, query: str) -> Page: ...
+
+
+class ImageDownloader(Protocol):
+    async def download(self, url: str) -> DownloadedImage: ...
+
+
+class Tools(Value):
+    """What a teacher may use: the three Gen-Searcher tools' backends."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    search: object  # SearchBackend
+    browser: object  # Browser
+    images: object  # ImageDownloader
+
+
+class PromptWriter(Protocol):
+    fingerprint: str
+
+    async def write(self, topic: Topic, linked: list[Topic]) -> list[Prompt]: ...
+
+
+class TeacherResult(Value):
+    trajectory: Trajectory
+    reference_images: list[Image] = Field(default_factory=list)
+
+
+class Teacher(Protocol):
+    fingerprint: str
+
+    async def run(self, prompt: Prompt, tools: Tools) -> TeacherResult: ...
+
+
+class PaintRequest(Value):
+    trajectory: Trajectory
+    prompt: Prompt
+    reference_sha256: list[str] = Field(default_factory=list)  # chosen references, in order
+
+
+class Painter(Protocol):
+    fingerprint: str
+
+    def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]: ...
+
+
+class JudgeInput(Value):
+    prompt: Prompt
+    trajectory: Trajectory
+    image: Image
+
+
+class Judge(Protocol):
+    fingerprint: str
+
+    async def judge(self, item: JudgeInput) -> Judgement: ...

@@ -1,0 +1,220 @@
+"""Row types, one per warehouse table. Defined once; Arrow and DuckDB schemas derive from them.
+
+Every row has an `id` that is a content hash of its inputs (see `schemas.ids`), so writing the same
+row twice is a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+
+
+# --- topics ---------------------------------------------------------------------------------------
+
+
+class Topic(Row):
+    """A piece of world knowledge a prompt can be built on (e.g. one Wikipedia article summary)."""
+
+    source: str  # e.g. "wiki_offline", "mediawiki", "rss"
+    title: str
+    text: str
+    description: str = ""
+    category: str  # a Gen-Searcher category (see schemas.categories)
+    source_category: str = ""  # the source's own label, e.g. Wikipedia's "Physical sciences"
+    url: str = ""
+    linked_titles: list[str] = Field(default_factory=list)
+    license: str = ""
+    updated_at: datetime | None = None  # the source's own timestamp (for refresh watermarks)
+
+
+# --- prompts --------------------------------------------------------------------------------------
+
+
+class Prompt(Row):
+    """An image-generation task that cannot be drawn correctly without searching."""
+
+    topic_ids: list[str]
+    category: str
+    difficulty: Literal["easy", "medium", "hard"]
+    prompt: str
+    required_facts: list[str] = Field(default_factory=list)
+    writer: str  # fingerprint of the writer backend configuration
+    hops: int = 1
+
+
+# --- trajectories ---------------------------------------------------------------------------------
+
+
+class Message(BaseModel):
+    """One message of the Gen-Searcher protocol. Tool results come back as `user` turns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+    image_ids: list[str] = Field(default_factory=list)  # IMG_### ids attached to this turn, in order
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    round: int
+    name: str
+    arguments_json: str  # the arguments exactly as the model gave them (JSON text)
+    ok: bool
+    error: str = ""
+
+
+class ReferenceImage(BaseModel):
+    """An image returned by image_search, under its per-trajectory id IMG_###."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    img_id: str
+    sha256: str
+    url: str
+    title: str = ""
+    page_url: str = ""
+    width: int = 0
+    height: int = 0
+
+
+class ChosenReference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    img_id: str
+    note: str = ""
+
+
+Ending = Literal[
+    "answer",
+    "answer_parse_failed",
+    "no_answer",
+    "repeated_response",
+    "max_response_length_exceeded",
+    "error",
+]
+
+
+class Trajectory(Row):
+    """A teacher's multi-turn search episode for one prompt, ending in a grounded generation prompt."""
+
+    prompt_id: str
+    teacher: str  # fingerprint of the teacher backend configuration
+    messages: list[Message]
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    references: list[ReferenceImage] = Field(default_factory=list)  # every IMG_### the episode saw
+    ending: Ending
+    gen_prompt: str = ""
+    chosen_references: list[ChosenReference] = Field(default_factory=list)
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+class Image(Row):
+    """An image in the blob store: a reference image from search or a synthesized ground truth."""
+
+    kind: Literal["reference", "ground_truth"]
+    sha256: str
+    width: int
+    height: int
+    format: str  # "PNG" or "JPEG"
+    phash: str  # 16 hex characters (64-bit perceptual hash)
+    trajectory_id: str = ""  # ground truth: the trajectory it was painted for
+    painter: str = ""  # ground truth: fingerprint of the painter configuration
+    source_url: str = ""  # reference: where it was downloaded from
+    model: str = ""
+    seed: int = 0
+    steps: int = 0
+    guidance: float = 0.0
+    elapsed_s: float = 0.0
+
+
+# --- judgements -----------------------------------------------------------------------------------
+
+
+class Judgement(Row):
+    """A judge's verdict on one ground-truth image (KnowGen dimensions, each 0, 0.5 or 1)."""
+
+    image_id: str
+    trajectory_id: str
+    judge: str  # fingerprint of the judge configuration
+    faithfulness: float | None = None
+    visual_correctness: float | None = None
+    text_accuracy: float | None = None
+    aesthetics: float | None = None
+    overall: float | None = None
+    keep: bool
+    reason: str = ""  # machine-readable reason when keep is False, e.g. "judge_low_score"
+
+
+# --- samples --------------------------------------------------------------------------------------
+
+
+class Sample(Row):
+    """Curation's decision for one trajectory: kept (with a split) or dropped (with a reason)."""
+
+    trajectory_id: str
+    prompt_id: str
+    image_id: str = ""
+    category: str
+    status: Literal["kept", "dropped"]
+    reason: str = ""  # machine-readable drop reason: "phash_duplicate", "rule_no_search", ...
+    duplicate_of: str = ""
+    split: Literal["sft", "rl", ""] = ""
+    curator: str = ""  # fingerprint of the curation configuration
+
+
+# --- bookkeeping ----------------------------------------------------------------------------------
+
+
+class Failure(Row):
+    """A row a stage could not process this attempt. Nothing is dropped silently."""
+
+    stage: str
+    row_id: str
+    error_class: str
+    message: str
+    attempt: int
+    run_id: str
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Run(Row):
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: Literal["running", "completed", "failed"]
+    command: str
+    config_fingerprint: str
+    code_version: str
+    counts_json: str = "{}"
+
+
+class Version(Row):
+    """A dataset version exported from the warehouse (id is the version name, e.g. "v3")."""
+
+    parent: str = ""
+    created_at: datetime
+    sft_rows: int
+    rl_rows: int
+    config_fingerprint: str
+    code_version: str
+    path: str
+    manifest_json: str
