@@ -61,6 +61,25 @@ class DownloadedImage(Value):
     source_url: str
 
 
+class FetchResult(Value):
+    """A response body fetched by the safe fetcher (size-capped, decompressed, redirects followed)."""
+
+    url: str
+    final_url: str
+    status: int
+    content_type: str = ""
+    charset: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: bytes = b""
+
+
+class Fetcher(Protocol):
+    async def fetch(self, url: str, *, accept: tuple[str, ...] = ()) -> FetchResult:
+        """GET a URL through the URL guard. `accept`: allowed content-type prefixes (empty = any).
+        Raises UnsafeURLError or FetchError."""
+        ...
+
+
 class BlobWriter(Protocol):
     def put(self, data: bytes) -> str:
         """Store bytes atomically by sha256 and return the sha256."""
