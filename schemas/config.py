@@ -169,18 +169,20 @@ class Config(Section):
         return fingerprint({"writer": self.writer, "llm": self.llm.writer})
 
     def teacher_fingerprint(self) -> str:
-        return fingerprint(
-            {"teacher": self.teacher, "llm": self.llm.teacher, "search": self.search.provider}
-        )
+        return fingerprint({"teacher": self.teacher, "llm": self.llm.teacher, "search": self.search.provider})
 
     def painter_fingerprint(self) -> str:
-        return fingerprint(self.painter.model_dump(exclude={"batch_size", "device", "attention_slicing", "cpu_offload"}))
+        return fingerprint(
+            self.painter.model_dump(exclude={"batch_size", "device", "attention_slicing", "cpu_offload"})
+        )
 
     def judge_fingerprint(self) -> str:
         return fingerprint({"judge": self.judge, "llm": self.llm.judge})
 
     def curation_fingerprint(self) -> str:
-        return fingerprint({"curation": self.curation, "sizes": self.sizes.model_dump(exclude={"oversample"})})
+        return fingerprint(
+            {"curation": self.curation, "sizes": self.sizes.model_dump(exclude={"oversample"})}
+        )
 
     def fingerprint(self) -> str:
         return fingerprint(self.model_dump(mode="json", exclude={"workdir", "runner", "batch_size"}))

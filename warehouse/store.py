@@ -1,0 +1,165 @@
+"""The DuckDB warehouse: one table per stage, insert-if-absent writes, pending-work queries, views.
+
+One writer: the flow process. Workers return rows; they never open the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from schemas.arrow import create_table_sql, from_arrow, to_arrow
+from schemas.errors import RowError
+from schemas.ids import content_id
+from schemas.rows import (
+    Failure,
+    Image,
+    Judgement,
+    Prompt,
+    Run,
+    Sample,
+    Topic,
+    Trajectory,
+    Version,
+)
+from warehouse.views import VIEWS_SQL
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+TABLES: dict[str, type[BaseModel]] = {
+    "topics": Topic,
+    "prompts": Prompt,
+    "trajectories": Trajectory,
+    "images": Image,
+    "judgements": Judgement,
+    "samples": Sample,
+    "failures": Failure,
+    "runs": Run,
+    "versions": Version,
+}
+
+INDEXES_SQL = (
+    "CREATE INDEX IF NOT EXISTS prompts_writer ON prompts (writer)",
+    "CREATE INDEX IF NOT EXISTS trajectories_prompt ON trajectories (prompt_id)",
+    "CREATE INDEX IF NOT EXISTS images_trajectory ON images (trajectory_id)",
+    "CREATE INDEX IF NOT EXISTS judgements_image ON judgements (image_id)",
+    "CREATE INDEX IF NOT EXISTS samples_trajectory ON samples (trajectory_id)",
+    "CREATE INDEX IF NOT EXISTS failures_row ON failures (stage, row_id)",
+)
+
+
+def table_for(model: type[BaseModel]) -> str:
+    for name, table_model in TABLES.items():
+        if table_model is model:
+            return name
+    raise KeyError(f"{model.__name__} has no warehouse table")
+
+
+class Warehouse:
+    """A DuckDB file with groundgen's tables and views. Use as a context manager or call close()."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self._create_schema()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _create_schema(self) -> None:
+        for table, model in TABLES.items():
+            self.connection.execute(create_table_sql(table, model))
+        for statement in INDEXES_SQL:
+            self.connection.execute(statement)
+        for statement in VIEWS_SQL:
+            self.connection.execute(statement)
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def insert(self, rows: Sequence[BaseModel]) -> int:
+        """Insert rows whose id is not present yet; return how many were new."""
+        if not rows:
+            return 0
+        model = type(rows[0])
+        table = table_for(model)
+        arrow_rows = to_arrow(list(rows), model)
+        before = self.count(table)
+        self.connection.register("_incoming", arrow_rows)
+        try:
+            self.connection.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _incoming").fetchall()
+        finally:
+            self.connection.unregister("_incoming")
+        return self.count(table) - before
+
+    def replace(self, row: BaseModel) -> None:
+        """Insert or overwrite one row by id (bookkeeping rows: runs)."""
+        table = table_for(type(row))
+        self.connection.register("_incoming", to_arrow([row], type(row)))
+        try:
+            self.connection.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM _incoming").fetchall()
+        finally:
+            self.connection.unregister("_incoming")
+
+    def record_failures(self, stage: str, errors: Iterable[RowError], run_id: str) -> list[Failure]:
+        """Record per-row failures; the attempt number counts earlier failures of the same row."""
+        failures = []
+        for error in errors:
+            attempt = self.failure_count(stage, error.row_id) + 1
+            failure = Failure(
+                id=content_id(stage, error.row_id, attempt),
+                stage=stage,
+                row_id=error.row_id,
+                error_class=error.error_class,
+                message=error.message,
+                attempt=attempt,
+                run_id=run_id,
+            )
+            self.insert([failure])
+            failures.append(failure)
+        return failures
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def query(self, sql: str, parameters: Sequence[Any] | None = None) -> pa.Table:
+        return self.connection.sql(sql, params=list(parameters or [])).to_arrow_table()
+
+    def rows(
+        self,
+        model: type[ModelT],
+        where: str = "",
+        parameters: Sequence[Any] | None = None,
+        order_by: str = "id",
+    ) -> list[ModelT]:
+        sql = f"SELECT * FROM {table_for(model)}"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order_by}"
+        return from_arrow(self.query(sql, parameters), model)
+
+    def count(self, table: str, where: str = "", parameters: Sequence[Any] | None = None) -> int:
+        sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
+        return int(self.connection.execute(sql, parameters or []).fetchall()[0][0])
+
+    def failure_count(self, stage: str, row_id: str) -> int:
+        return self.count("failures", "stage = ? AND row_id = ?", [stage, row_id])
+
+    def ids(
+        self, model: type[BaseModel], where: str = "", parameters: Sequence[Any] | None = None
+    ) -> set[str]:
+        sql = f"SELECT id FROM {table_for(model)}" + (f" WHERE {where}" if where else "")
+        return {row[0] for row in self.connection.execute(sql, parameters or []).fetchall()}
