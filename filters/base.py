@@ -1,0 +1,100 @@
+"""The one small base of curation: a `Filter` writes only `check(candidate) -> Decision`.
+
+Every drop carries a machine-readable reason (`rule_no_search`, `phash_duplicate`, ...) that ends up
+in the `samples` table and the funnel; nothing is silently gone (datatrove's `dropped_{reason}`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from schemas.rows import Image, Judgement, Prompt, Trajectory
+
+KEPT = "kept"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A filter's verdict. `duplicate_of` names the kept trajectory a duplicate collided with."""
+
+    keep: bool
+    reason: str = ""
+    duplicate_of: str = ""
+
+    @classmethod
+    def accept(cls) -> Decision:
+        return cls(keep=True)
+
+    @classmethod
+    def drop(cls, reason: str, duplicate_of: str = "") -> Decision:
+        if not reason:
+            raise ValueError("a drop needs a machine-readable reason")
+        return cls(keep=False, reason=reason, duplicate_of=duplicate_of)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Everything curation needs to decide on one trajectory.
+
+    `image` is the ground-truth `Image` row (None when none was painted, e.g. the teacher did not
+    answer); `blob` is its bytes or a zero-argument callable returning them (read lazily, only by
+    the filters that decode the image).
+    """
+
+    prompt: Prompt
+    trajectory: Trajectory
+    image: Image | None = None
+    judgement: Judgement | None = None
+    blob: bytes | Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.trajectory.id
+
+    @property
+    def category(self) -> str:
+        return self.prompt.category
+
+    def image_bytes(self) -> bytes | None:
+        """The ground-truth image's bytes, or None when there is no image or no accessor."""
+        if self.blob is None:
+            return None
+        if callable(self.blob):
+            return self.blob()
+        return self.blob
+
+
+class Filter:
+    """Base of every curation filter. Subclasses set `name` and write `check`.
+
+    The base owns the loop and the counters: `counts` maps `"kept"` and each drop reason to the
+    number of candidates this filter has seen with that outcome.
+    """
+
+    name: str = "filter"
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def check(self, candidate: Candidate) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, candidate: Candidate) -> Decision:
+        decision = self.check(candidate)
+        self.counts[KEPT if decision.keep else decision.reason] += 1
+        return decision
+
+    def run(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Decision]]:
+        for candidate in candidates:
+            yield candidate, self(candidate)
+
+
+def first_drop(filters: Iterable[Filter], candidate: Candidate) -> Decision:
+    """Run `filters` in order and return the first drop, or a keep when every filter keeps."""
+    for item in filters:
+        decision = item(candidate)
+        if not decision.keep:
+            return decision
+    return Decision.accept()
