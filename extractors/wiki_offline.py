@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from extractors.category_map import map_category
+from extractors.image_catalog import CORPUS_BASE_URL
 from schemas.errors import ConfigurationError
 from schemas.ids import content_id
 from schemas.rows import Topic
@@ -174,3 +175,8 @@ class WikiOfflineSource:
         yield from topics_from_summaries(
             summaries, categories=self.categories, source_categories=self.source_categories
         )
+
+
+def corpus_page_url(title: str) -> str:
+    """The canonical URL of an article on the offline corpus server (see `extractors.corpus_server`)."""
+    return f"{CORPUS_BASE_URL}/wiki/{title_path(title)}"
