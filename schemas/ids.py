@@ -25,10 +25,10 @@ def content_id(*parts: Any) -> str:
 
 
 def fingerprint(config: Any) -> str:
-    """Fingerprint of a backend configuration (a pydantic model or plain data)."""
-    if hasattr(config, "model_dump"):
-        config = config.model_dump(mode="json")
-    return content_id(config)
+    """Fingerprint of a backend configuration: pydantic models (also nested in dicts) or plain data."""
+    from pydantic_core import to_jsonable_python
+
+    return content_id(to_jsonable_python(config))
 
 
 def sha256_bytes(data: bytes) -> str:

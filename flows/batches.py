@@ -1,0 +1,118 @@
+"""Running one stage as batches of tasks and writing their rows back: the only loop the flows own.
+
+Tasks return rows; this module (in the flow process) is the warehouse's one writer. A batch whose task
+raised after Prefect's retries becomes one failure row per input row; the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from flows.progress import reporter
+from schemas.errors import RowError
+from warehouse.store import Warehouse
+
+
+@dataclass
+class BatchResult:
+    """What a stage task returns: output rows, per-row errors, and which inputs got an output."""
+
+    rows: list[BaseModel] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    done_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageCounts:
+    inputs: int = 0
+    rows_written: int = 0
+    failures: int = 0
+    batches: int = 0
+
+    def add(self, other: StageCounts) -> None:
+        self.inputs += other.inputs
+        self.rows_written += other.rows_written
+        self.failures += other.failures
+        self.batches += other.batches
+
+
+def chunk(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def write_result(
+    warehouse: Warehouse, stage: str, run_id: str, input_ids: list[str], result: BatchResult
+) -> StageCounts:
+    """Insert a batch's rows (grouped by type) and record failures, including silent non-results."""
+    counts = StageCounts(inputs=len(input_ids), batches=1)
+    by_type: dict[type, list[BaseModel]] = {}
+    for row in result.rows:
+        by_type.setdefault(type(row), []).append(row)
+    for rows in by_type.values():
+        counts.rows_written += warehouse.insert(rows)
+    errors = list(result.errors)
+    accounted = set(result.done_ids) | {error.row_id for error in errors}
+    errors += [
+        RowError(row_id, "EmptyOutput", f"the {stage} stage produced no row and no error for this input")
+        for row_id in input_ids
+        if row_id not in accounted
+    ]
+    counts.failures += len(warehouse.record_failures(stage, errors, run_id))
+    return counts
+
+
+def run_batches(
+    warehouse: Warehouse,
+    stage: str,
+    run_id: str,
+    items: Sequence[Any],
+    item_id: Callable[[Any], str],
+    submit: Callable[[list[Any]], Any],
+    batch_size: int,
+) -> StageCounts:
+    """Submit every batch (the task runner runs them concurrently), then write results in order."""
+    counts = StageCounts()
+    batches = chunk(items, batch_size)
+    futures = [submit(batch) for batch in batches]
+    for batch, future in zip(batches, futures, strict=True):
+        input_ids = [item_id(item) for item in batch]
+        try:
+            result: BatchResult = future.result()
+        except Exception as error:  # the batch failed after its retries: record it per row, go on
+            result = BatchResult(errors=[RowError.from_exception(row_id, error) for row_id in input_ids])
+        counts.add(write_result(warehouse, stage, run_id, input_ids, result))
+        reporter().advance(stage, len(batch))
+    return counts
+
+
+def run_until_done(
+    warehouse: Warehouse,
+    stage: str,
+    run_id: str,
+    pending: Callable[[], Sequence[Any]],
+    item_id: Callable[[Any], str],
+    submit: Callable[[list[Any]], Any],
+    batch_size: int,
+) -> StageCounts:
+    """Process pending rows in passes until none is left; failed rows retry until max attempts.
+
+    Each pass either writes a row or records a failure for every input, and pending queries exclude
+    rows that failed `max_attempts` times, so this ends.
+    """
+    total = StageCounts()
+    items = pending()
+    reporter().start(stage, len(items))
+    while items:
+        counts = run_batches(warehouse, stage, run_id, items, item_id, submit, batch_size)
+        total.add(counts)
+        if counts.rows_written == 0 and counts.failures == 0:
+            break  # nothing changed: re-querying would return the same rows
+        items = pending()
+        if items:
+            reporter().start(stage, len(items))
+    reporter().finish(stage)
+    return total

@@ -1,0 +1,185 @@
+"""The `groundgen` command line: a thin layer over the flows and the warehouse."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.workspace import Workspace
+from schemas.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    help=(
+        "groundgen regenerates the training data of a search-augmented image-generation agent "
+        "(Gen-Searcher recipe): SFT search trajectories and RL prompts with ground-truth images.\n\n"
+        'Example: groundgen run --sft 40 --rl 24 && groundgen sql "select count(*) from sft_rows"'
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (see examples/); omitted = the offline default."),
+]
+WorkdirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir",
+        "-w",
+        help="Work directory (warehouse, blobs, exports); default: the config's, groundgen-data.",
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def resolve_config(config_path: Path | None, workdir: Path | None, **overrides: object) -> Config:
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        raise fail(str(error)) from error
+    updates: dict[str, object] = {}
+    if workdir is not None:
+        updates["workdir"] = workdir
+    sizes = {key: value for key, value in overrides.items() if key in ("sft", "rl") and value is not None}
+    if sizes:
+        updates["sizes"] = config.sizes.model_copy(update=sizes)
+    if overrides.get("runner"):
+        updates["runner"] = overrides["runner"]
+    if overrides.get("batch_size"):
+        updates["batch_size"] = overrides["batch_size"]
+    return Config.model_validate({**config.model_dump(), **updates})
+
+
+@app.command()
+def run(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    sft: Annotated[int | None, typer.Option(help="SFT rows wanted (default 10000).", min=0)] = None,
+    rl: Annotated[int | None, typer.Option(help="RL rows wanted (default 6000).", min=0)] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            "-s",
+            help="Run only this stage (repeatable): topics, prompts, trajectories, images, judgements, samples, export.",
+        ),
+    ] = None,
+    runner: Annotated[
+        str | None, typer.Option(help="Task runner: threads (default), ray, or ray:ADDRESS.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows per task.", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Regenerate the datasets (or some stages). Resumable: rerun after a crash to finish.
+
+    Example: groundgen run --sft 40 --rl 24
+    """
+    from flows.regenerate import STAGE_ORDER
+
+    config = resolve_config(config_path, workdir, sft=sft, rl=rl, runner=runner, batch_size=batch_size)
+    unknown = sorted(set(stage or []) - set(STAGE_ORDER))
+    if unknown:
+        raise fail(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_ORDER)}")
+    from flows.runner import run_regenerate
+
+    result = run_regenerate(config, stages=stage, show_progress=not quiet)
+    _print_run_summary(config, result)
+
+
+def _print_run_summary(config: Config, result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run {result['run_id']}", show_edge=False)
+    for column in ("stage", "inputs", "rows written", "failures"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for stage, counts in result["counts"].items():
+        table.add_row(stage, str(counts["inputs"]), str(counts["rows_written"]), str(counts["failures"]))
+    console = Console()
+    console.print(table)
+    version = result.get("version")
+    if version:
+        console.print(
+            f"dataset version {version['id']}: {version['sft_rows']} SFT rows, {version['rl_rows']} RL rows "
+            f"-> {version['path']}"
+        )
+    else:
+        console.print("no new dataset version (nothing changed since the last one)")
+    console.print(f"warehouse: {Workspace(config.workdir).database}")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help='A DuckDB SQL query, e.g. "select * from funnel".')],
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    output_format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="table (default), csv, json (one object per line) or parquet."),
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (parquet needs it).")
+    ] = None,
+) -> None:
+    """Run a SQL query against the warehouse (read-only).
+
+    Tables: topics, prompts, trajectories, images, judgements, samples, failures, runs, versions.
+    Views: sft_rows, rl_rows, funnel.
+
+    Example: groundgen sql "select category, count(*) from sft_rows group by 1 order by 2 desc"
+    """
+    from warehouse.query import QueryError, format_result, run_query
+
+    config = resolve_config(config_path, workdir)
+    database = Workspace(config.workdir).database
+    if not database.exists():
+        raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
+    if output_format not in ("table", "csv", "json", "parquet"):
+        raise fail(f"unknown format {output_format!r}; choose table, csv, json or parquet")
+    try:
+        table = run_query(database, query)
+    except QueryError as error:
+        raise fail(str(error)) from error
+    if output_format == "parquet" and output is None:
+        raise fail("--format parquet needs --output FILE")
+    format_result(table, output_format, output, sys.stdout)
+
+
+@app.command()
+def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> None:
+    """Show the funnel (rows per stage and outcome), failures, recent runs and versions.
+
+    Example: groundgen status --workdir groundgen-data
+    """
+    from warehouse.query import QueryError, status_tables
+
+    config = resolve_config(config_path, workdir)
+    database = Workspace(config.workdir).database
+    if not database.exists():
+        raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
+    from rich.console import Console
+
+    try:
+        tables = status_tables(database)
+    except QueryError as error:
+        raise fail(str(error)) from error
+    console = Console()
+    for table in tables:
+        console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

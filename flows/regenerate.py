@@ -1,0 +1,197 @@
+"""The `regenerate` flow: every arrow of DESIGN.md's diagram, each stage reading its pending rows.
+
+A run killed at any point and started again finishes with the same rows: every stage writes after
+each batch, ids are content hashes, and writes are insert-if-absent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from flows import tasks
+from flows.batches import StageCounts, run_until_done
+from flows.settings import code_version
+from flows.workspace import Workspace
+from schemas.config import Config
+from schemas.protocols import JudgeInput, PaintRequest
+from schemas.rows import Prompt, Run, Trajectory
+from warehouse import pending
+from warehouse.store import Warehouse
+
+STAGE_ORDER = ("topics", "prompts", "trajectories", "images", "judgements", "samples", "export")
+
+
+def _submit(task: Any, config: Config) -> Any:
+    payload = config.model_dump(mode="json")
+    return lambda batch: task.submit(payload, batch)
+
+
+def stage_topics(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return tasks.mine_topics_into(warehouse, config, run_id)
+
+
+def stage_prompts(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return run_until_done(
+        warehouse,
+        "prompts",
+        run_id,
+        pending=lambda: pending.pending_topics(warehouse, config.writer_fingerprint(), config.max_attempts),
+        item_id=lambda topic: topic.id,
+        submit=_submit(tasks.write_prompts, config),
+        batch_size=config.batch_size,
+    )
+
+
+def stage_trajectories(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return run_until_done(
+        warehouse,
+        "trajectories",
+        run_id,
+        pending=lambda: pending.pending_prompts(
+            warehouse, config.writer_fingerprint(), config.teacher_fingerprint(), config.max_attempts
+        ),
+        item_id=lambda prompt: prompt.id,
+        submit=_submit(tasks.run_teacher, config),
+        batch_size=config.batch_size,
+    )
+
+
+def _paint_requests(warehouse: Warehouse, config: Config) -> list[PaintRequest]:
+    trajectories = pending.pending_paintings(
+        warehouse,
+        config.writer_fingerprint(),
+        config.teacher_fingerprint(),
+        config.painter_fingerprint(),
+        config.max_attempts,
+    )
+    prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories])
+    requests = []
+    for trajectory in trajectories:
+        by_id = {reference.img_id: reference.sha256 for reference in trajectory.references}
+        chosen = [by_id[c.img_id] for c in trajectory.chosen_references if c.img_id in by_id]
+        requests.append(
+            PaintRequest(trajectory=trajectory, prompt=prompts[trajectory.prompt_id], reference_sha256=chosen)
+        )
+    return requests
+
+
+def _prompts_by_id(warehouse: Warehouse, ids: list[str]) -> dict[str, Prompt]:
+    if not ids:
+        return {}
+    return {p.id: p for p in warehouse.rows(Prompt, "id IN (SELECT unnest(?))", [sorted(set(ids))])}
+
+
+def stage_images(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return run_until_done(
+        warehouse,
+        "images",
+        run_id,
+        pending=lambda: _paint_requests(warehouse, config),
+        item_id=lambda request: request.trajectory.id,
+        submit=_submit(tasks.paint_images, config),
+        batch_size=config.painter.batch_size * 4,
+    )
+
+
+def _judge_inputs(warehouse: Warehouse, config: Config) -> list[JudgeInput]:
+    images = pending.pending_judgements(
+        warehouse, config.painter_fingerprint(), config.judge_fingerprint(), config.max_attempts
+    )
+    if not images:
+        return []
+    trajectories = {
+        t.id: t
+        for t in warehouse.rows(
+            Trajectory, "id IN (SELECT unnest(?))", [sorted({i.trajectory_id for i in images})]
+        )
+    }
+    prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories.values()])
+    return [
+        JudgeInput(
+            prompt=prompts[trajectories[image.trajectory_id].prompt_id],
+            trajectory=trajectories[image.trajectory_id],
+            image=image,
+        )
+        for image in images
+    ]
+
+
+def stage_judgements(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return run_until_done(
+        warehouse,
+        "judgements",
+        run_id,
+        pending=lambda: _judge_inputs(warehouse, config),
+        item_id=lambda item: item.image.id,
+        submit=_submit(tasks.judge_images, config),
+        batch_size=config.batch_size,
+    )
+
+
+def stage_samples(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return tasks.curate_into(warehouse, config, run_id)
+
+
+def stage_export(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    return tasks.export_into(warehouse, config, run_id)
+
+
+STAGES = {
+    "topics": stage_topics,
+    "prompts": stage_prompts,
+    "trajectories": stage_trajectories,
+    "images": stage_images,
+    "judgements": stage_judgements,
+    "samples": stage_samples,
+    "export": stage_export,
+}
+
+
+@flow(name="regenerate", log_prints=True)
+def regenerate(
+    config_data: dict[str, Any], stages: list[str] | None = None, command: str = "run"
+) -> dict[str, Any]:
+    """Regenerate the datasets: run the selected stages (default: all) on their pending rows."""
+    config = Config.model_validate(config_data)
+    selected = [stage for stage in STAGE_ORDER if stages is None or stage in stages]
+    workspace = Workspace(config.workdir).create()
+    run = Run(
+        id=uuid.uuid4().hex[:24],
+        started_at=datetime.now(UTC),
+        status="running",
+        command=command,
+        config_fingerprint=config.fingerprint(),
+        code_version=code_version(),
+    )
+    counts: dict[str, dict[str, int]] = {}
+    with Warehouse(workspace.database) as warehouse:
+        warehouse.replace(run)
+        try:
+            for stage in selected:
+                counts[stage] = vars(STAGES[stage](warehouse, config, run.id))
+        except BaseException:
+            warehouse.replace(
+                run.model_copy(
+                    update={
+                        "status": "failed",
+                        "finished_at": datetime.now(UTC),
+                        "counts_json": json.dumps(counts),
+                    }
+                )
+            )
+            raise
+        warehouse.replace(
+            run.model_copy(
+                update={
+                    "status": "completed",
+                    "finished_at": datetime.now(UTC),
+                    "counts_json": json.dumps(counts),
+                }
+            )
+        )
+    return {"run_id": run.id, "counts": counts}

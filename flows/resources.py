@@ -1,0 +1,205 @@
+"""Backends of one worker process, built from the config on first use and reused by every batch.
+
+Heavy, immutable things are built once per process (the corpus and its search index, the corpus
+server, the painter's pipeline); things bound to an event loop (HTTP clients) are opened per batch
+in `tools()`. The same code runs in the flow process's threads and in Ray workers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from flows.workspace import Workspace
+from schemas.config import Config, LLMEndpointConfig
+from schemas.errors import ConfigurationError, RowError
+from schemas.protocols import PaintRequest, Tools
+from schemas.rows import Image, Topic
+from warehouse.blobs import BlobStore
+
+T = TypeVar("T")
+
+
+class Resources:
+    def __init__(self, config: Config):
+        self.config = config
+        self.workspace = Workspace(config.workdir).create()
+        self.blobs = BlobStore(self.workspace.blobs)
+        self._lock = threading.RLock()
+        self._paint_lock = threading.Lock()
+        self._built: dict[str, Any] = {}
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
+
+    # --- knowledge ---------------------------------------------------------------------------------
+
+    def corpus(self) -> Any:
+        from extractors.offline import OfflineCorpus
+
+        return self._once("corpus", OfflineCorpus.load)
+
+    def corpus_server(self) -> Any:
+        def start() -> Any:
+            from extractors.corpus_server import CorpusServer
+
+            server = CorpusServer(self.corpus())
+            atexit.register(server.close)
+            return server
+
+        return self._once("corpus_server", start)
+
+    def topic_source(self) -> Any:
+        topics = self.config.topics
+        if topics.source == "wiki_offline":
+            from extractors.wiki_offline import WikiOfflineSource
+
+            return WikiOfflineSource(categories=topics.categories, source_categories=topics.source_categories)
+        raise ConfigurationError(f"topic source {topics.source!r} is not available in this version")
+
+    def linked_topics(self, topic: Topic) -> list[Topic]:
+        if topic.source != "wiki_offline" or not topic.linked_titles:
+            return []
+        return self.corpus().topics_by_title(topic.linked_titles)
+
+    def search_backend(self) -> Any:
+        search = self.config.search
+        if search.provider == "local":
+            return self.corpus().search
+        if search.provider == "serper":
+            from extractors.serper import SerperSearch
+
+            return SerperSearch.from_config(search)
+        if search.provider == "searxng":
+            from extractors.searxng import SearxngSearch
+
+            return SearxngSearch.from_config(search)
+        raise ConfigurationError(f"unknown search provider {search.provider!r}")
+
+    @asynccontextmanager
+    async def tools(self) -> AsyncIterator[Tools]:
+        """The teacher's tools for one batch (HTTP clients live as long as the batch's event loop)."""
+        from extractors.browse import PageBrowser
+
+        from extractors.fetcher import SafeFetcher
+        from extractors.images import ReferenceImageDownloader
+
+        connect_to: dict[str, str] = {}
+        fetch_config = self.config.fetch
+        if self.config.search.provider == "local":
+            server = self.corpus_server()
+            connect_to = server.connect_to()
+            fetch_config = fetch_config.model_copy(
+                update={"allow_hosts": [*fetch_config.allow_hosts, *server.allow_hosts()]}
+            )
+        async with SafeFetcher(fetch_config, connect_to=connect_to) as fetcher:
+            yield Tools(
+                search=self.search_backend(),
+                browser=PageBrowser(fetcher),
+                images=ReferenceImageDownloader(fetcher, self.blobs),
+            )
+
+    # --- models ------------------------------------------------------------------------------------
+
+    def model_concurrency(self, role: str) -> int:
+        endpoint: LLMEndpointConfig | None = getattr(self.config.llm, role, None)
+        return endpoint.max_concurrency if endpoint is not None else 16
+
+    def _endpoint(self, role: str) -> LLMEndpointConfig:
+        endpoint = getattr(self.config.llm, role)
+        if endpoint is None:
+            raise ConfigurationError(
+                f"{role}.kind = 'llm' needs an [llm.{role}] section (base_url, model, api_key_env)"
+            )
+        return endpoint
+
+    def writer(self) -> Any:
+        config = self.config
+        if config.writer.kind == "template":
+            from synthesis.template_writer import TemplateWriter
+
+            return self._once(
+                "writer", lambda: TemplateWriter(config.writer, fingerprint=config.writer_fingerprint())
+            )
+        from synthesis.llm_writer import LLMWriter
+
+        return self._once(
+            "writer",
+            lambda: LLMWriter(
+                self._endpoint("writer"), config.writer, fingerprint=config.writer_fingerprint()
+            ),
+        )
+
+    def teacher(self) -> Any:
+        config = self.config
+        if config.teacher.kind == "scripted":
+            from synthesis.scripted_teacher import ScriptedTeacher
+
+            return ScriptedTeacher(config.teacher, fingerprint=config.teacher_fingerprint(), blobs=self.blobs)
+        from synthesis.llm_teacher import LLMTeacher
+
+        summary = config.llm.summary
+        return LLMTeacher(
+            self._endpoint("teacher"),
+            config.teacher,
+            fingerprint=config.teacher_fingerprint(),
+            blobs=self.blobs,
+            summary_endpoint=summary,
+        )
+
+    def judge(self) -> Any:
+        config = self.config
+        if config.judge.kind == "rules":
+            from filters.rule_judge import RuleOnlyJudge
+
+            return RuleOnlyJudge(config.judge, judge_fingerprint=config.judge_fingerprint())
+        from filters.llm_judge import LLMJudge
+
+        return LLMJudge(
+            self._endpoint("judge"), config.judge, self.blobs, fingerprint=config.judge_fingerprint()
+        )
+
+    def painter(self) -> Any:
+        config = self.config
+
+        def build() -> Any:
+            if config.painter.kind == "http":
+                from synthesis.http_painter import HTTPPainter
+
+                return HTTPPainter(config.painter, self.blobs, fingerprint=config.painter_fingerprint())
+            from synthesis.painter import DiffusersPainter
+
+            model = config.painter.model
+            if config.painter.kind == "tiny" or not model:
+                from synthesis.tiny_pipeline import build_tiny_pipeline
+
+                model = str(build_tiny_pipeline(self.workspace.models / "tiny-sd"))
+            return DiffusersPainter(
+                config.painter, model, self.blobs, fingerprint=config.painter_fingerprint()
+            )
+
+        return self._once("painter", build)
+
+    def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
+        """Pipelines are not thread-safe: one batch at a time per process (torch uses every core)."""
+        painter = self.painter()
+        with self._paint_lock:
+            return painter.paint(requests)
+
+
+_PROCESS_RESOURCES: dict[str, Resources] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def resources_for(config: Config) -> Resources:
+    key = config.model_dump_json()
+    with _PROCESS_LOCK:
+        if key not in _PROCESS_RESOURCES:
+            _PROCESS_RESOURCES[key] = Resources(config)
+        return _PROCESS_RESOURCES[key]

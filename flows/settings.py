@@ -1,0 +1,40 @@
+"""Process settings the flows need before Prefect is imported: Prefect home, telemetry off, code version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+
+def configure_prefect(workdir: Path) -> None:
+    """Keep Prefect's state inside the work directory and its telemetry off (no DNS look-ups)."""
+    os.environ.setdefault("PREFECT_HOME", str(Path(workdir).resolve() / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@cache
+def code_version() -> str:
+    """The package version, plus the git commit when running from a checkout."""
+    try:
+        version = metadata.version("groundgen")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+g{commit}" if commit else version

@@ -1,0 +1,133 @@
+"""Prefect tasks: each wraps one stage core over a batch of rows and returns rows (never writes the DB).
+
+Tasks receive the config as plain data and build their backends in the worker (`flows.resources`), so
+the same task runs in a thread or a Ray worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from flows.batches import BatchResult, StageCounts, write_result
+from flows.resources import resources_for
+from schemas.config import Config
+from schemas.errors import GroundgenError, RowError
+from schemas.protocols import JudgeInput, PaintRequest
+from schemas.rows import Prompt, Topic
+
+ItemT = TypeVar("ItemT")
+
+
+async def _gather_rows(
+    items: Sequence[ItemT],
+    item_id: Callable[[ItemT], str],
+    work: Callable[[ItemT], Awaitable[list[Any]]],
+    concurrency: int,
+) -> BatchResult:
+    """Run `work` on every item concurrently; expected errors become per-row errors, in item order."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(item: ItemT) -> tuple[list[Any], RowError | None]:
+        async with slots:
+            try:
+                return await work(item), None
+            except GroundgenError as error:
+                return [], RowError.from_exception(item_id(item), error)
+
+    outcomes = await asyncio.gather(*(one(item) for item in items))
+    result = BatchResult()
+    for item, (rows, error) in zip(items, outcomes, strict=True):
+        if error is not None:
+            result.errors.append(error)
+        elif rows:
+            result.rows.extend(rows)
+            result.done_ids.append(item_id(item))
+    return result
+
+
+@task(name="write-prompts", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResult:
+    resources = resources_for(Config.model_validate(config_data))
+    writer = resources.writer()
+
+    async def write(topic: Topic) -> list[Any]:
+        return list(await writer.write(topic, resources.linked_topics(topic)))
+
+    return asyncio.run(_gather_rows(topics, lambda t: t.id, write, resources.model_concurrency("writer")))
+
+
+@task(name="run-teacher", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResult:
+    resources = resources_for(Config.model_validate(config_data))
+    teacher = resources.teacher()
+
+    async def batch() -> BatchResult:
+        async with resources.tools() as tools:
+
+            async def run(prompt: Prompt) -> list[Any]:
+                outcome = await teacher.run(prompt, tools)
+                return [*outcome.reference_images, outcome.trajectory]
+
+            return await _gather_rows(prompts, lambda p: p.id, run, resources.model_concurrency("teacher"))
+
+    return asyncio.run(batch())
+
+
+@task(name="paint-images", cache_policy=NONE, retries=1, retry_delay_seconds=[5])
+def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> BatchResult:
+    resources = resources_for(Config.model_validate(config_data))
+    images, errors = resources.paint(requests)
+    return BatchResult(
+        rows=list(images), errors=list(errors), done_ids=[image.trajectory_id for image in images]
+    )
+
+
+@task(name="judge-images", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchResult:
+    resources = resources_for(Config.model_validate(config_data))
+    judge = resources.judge()
+
+    async def one(item: JudgeInput) -> list[Any]:
+        return [await judge.judge(item)]
+
+    return asyncio.run(_gather_rows(items, lambda i: i.image.id, one, resources.model_concurrency("judge")))
+
+
+# --- stages that run in the flow process (ordered, stateful) ------------------------------------
+
+
+@task(name="mine-topics", cache_policy=NONE)
+def mine_topics(config_data: dict[str, Any], wanted: int) -> list[Topic]:
+    from extractors.topic_selection import select_topics
+
+    resources = resources_for(Config.model_validate(config_data))
+    return select_topics(resources.topic_source().topics(), wanted)
+
+
+def mine_topics_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
+    from flows.progress import reporter
+
+    wanted = config.sizes.prompts_wanted
+    reporter().start("topics", wanted)
+    topics = mine_topics.submit(config.model_dump(mode="json"), wanted).result()
+    counts = write_result(warehouse, "topics", run_id, [], BatchResult(rows=list(topics)))
+    counts.inputs = len(topics)
+    reporter().finish("topics")
+    return counts
+
+
+def curate_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
+    from flows.curation import curate_pending
+
+    return curate_pending(warehouse, config, run_id)
+
+
+def export_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
+    from flows.exporting import export_if_changed
+
+    return export_if_changed(warehouse, config, run_id)
