@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from filters.base import Candidate, Filter, first_drop
 from filters.decontamination import BenchmarkIndex, DecontaminationFilter
@@ -129,7 +129,8 @@ def curate(
     samples: list[Sample] = []
     for candidate in ordered:
         decision = first_drop(filters, candidate)
-        reason, duplicate_of, split = decision.reason, decision.duplicate_of, ""
+        reason, duplicate_of = decision.reason, decision.duplicate_of
+        split: Literal["sft", "rl", ""] = ""
         if decision.keep:
             chosen = assigner.assign(candidate.category)
             if chosen is None:
