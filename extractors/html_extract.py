@@ -1,0 +1,405 @@
+"""Main-content extraction: an HTML page reduced to clean text, its images, and the passages that
+matter for a query. Pure functions (bytes or text in, values out) over lxml.
+
+What is dropped: non-content tags (script, style, forms, nav, aside, footer, header outside the
+article...), elements whose ARIA role or class/id names boilerplate (menu, sidebar, cookie, share,
+related...), hidden elements, and link-dense blocks (navigation lists, "read more" links).
+What is kept, in document order: headings as `#`-prefixed lines, paragraphs, list items as `- item`
+(nested lists indented), tables as `a | b | c` rows, and images (absolute URLs, alt text, figure
+captions). Blocks are separated by a blank line.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import lxml.html
+from lxml import etree
+
+from extractors.local_search import bm25_passage_scores, shorten, tokenize
+from schemas.protocols import PageImage
+
+SKIP_TAGS = frozenset(
+    "script style noscript template svg math iframe object embed canvas form button input select textarea "
+    "label nav aside footer dialog menu head link meta title base video audio source track map area".split()
+)
+HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+LISTS = frozenset({"ul", "ol"})
+INLINE_TAGS = frozenset(
+    "a abbr b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt ruby s samp small "
+    "span strike strong sub sup time tt u var wbr img br".split()
+)
+BOILERPLATE_ROLES = frozenset(
+    "navigation banner contentinfo complementary search dialog alertdialog menu menubar toolbar".split()
+)
+BOILERPLATE_HINTS = frozenset(
+    "nav navbar navigation menu sidebar footer breadcrumb breadcrumbs cookie cookies consent banner "
+    "advert advertisement ad ads adsbygoogle sponsor sponsored promo social share sharing subscribe "
+    "newsletter popup modal related comment comments skip masthead toolbar pagination pager widget "
+    "signup login disclaimer noprint".split()
+)
+LINK_DENSE_TAGS = frozenset({"div", "section", "ul", "ol", "dl", "table", "p", "center"})
+_HINT_SPLIT = re.compile(r"[\s_\-]+")
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE = re.compile(r"[ \t\r\f\v\u00a0\u200b]+")
+_SINGLE_BYTE_WESTERN = frozenset({"latin_1", "iso8859-1", "cp1252", "ascii", "iso8859-15"})
+
+
+@dataclass(frozen=True)
+class ExtractedPage:
+    title: str
+    text: str
+    images: list[PageImage] = field(default_factory=list)
+
+
+# --- decoding -------------------------------------------------------------------------------------
+
+
+def _codec(name: str) -> str | None:
+    try:
+        return codecs.lookup(name.strip().strip("\"'")).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_html(data: bytes, declared: str = "") -> str:
+    """Bytes to text: BOM, then the declared charset, then <meta charset>, then UTF-8, then cp1252.
+    A candidate that fails to decode is skipped (a wrong header does not garble the page); a declared
+    Western single-byte charset loses to UTF-8 when the bytes are valid UTF-8 with non-ASCII in them."""
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    candidates = [declared] if declared else []
+    meta = _META_CHARSET.search(data[:4096])
+    if meta:
+        candidates.append(meta.group(1).decode("ascii", "replace"))
+    codecs_to_try = [c for c in (_codec(name) for name in candidates) if c]
+    if codecs_to_try and codecs_to_try[0] in _SINGLE_BYTE_WESTERN and not data.isascii():
+        codecs_to_try.insert(0, "utf-8")
+    for codec in [*codecs_to_try, "utf-8"]:
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return data.decode("cp1252", errors="replace")
+
+
+def parse_html(html: bytes | str, charset: str = "") -> etree._Element | None:
+    text = decode_html(html, charset) if isinstance(html, bytes) else html
+    text = _CONTROL.sub("", _XML_DECLARATION.sub("", text, count=1))
+    if not text.strip():
+        return None
+    parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True)
+    try:
+        return lxml.html.document_fromstring(text, parser=parser)
+    except (etree.ParserError, ValueError):
+        return None
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _tag(element: etree._Element) -> str:
+    return element.tag.lower() if isinstance(element.tag, str) else ""
+
+
+def _clean(text: str) -> str:
+    lines = (_SPACE.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _inline(text: str) -> str:
+    return _SPACE.sub(" ", text.replace("\n", " ")).strip()
+
+
+def _is_boilerplate(element: etree._Element, in_article: bool) -> bool:
+    tag = _tag(element)
+    if not tag or tag in SKIP_TAGS:
+        return True
+    if tag == "header" and not in_article:
+        return True
+    if element.get("hidden") is not None or element.get("aria-hidden") == "true":
+        return True
+    style = (element.get("style") or "").replace(" ", "").lower()
+    if "display:none" in style or "visibility:hidden" in style:
+        return True
+    if (element.get("role") or "").lower() in BOILERPLATE_ROLES:
+        return True
+    names = f"{element.get('class') or ''} {element.get('id') or ''}".lower()
+    return any(token in BOILERPLATE_HINTS for token in _HINT_SPLIT.split(names) if token)
+
+
+def _link_dense(element: etree._Element) -> bool:
+    """More than half of the text is link text, with several links or little text (menus, tag lists,
+    "read more" paragraphs)."""
+    text = _inline(element.text_content())
+    if not text:
+        return False
+    links = element.findall(".//a")
+    if not links:
+        return False
+    link_chars = sum(len(_inline(link.text_content())) for link in links)
+    return link_chars / len(text) > 0.5 and (len(links) >= 3 or len(text) < 100)
+
+
+def _choose_root(document: etree._Element) -> tuple[etree._Element, bool]:
+    """The element holding the main content, and whether it is an article/main (where a <header>
+    is the article's own)."""
+    body = document.find("body")
+    if body is None:
+        body = document
+    for path in (".//*[@role='main']", ".//main"):
+        found = body.find(path)
+        if found is not None and len(_inline(found.text_content())) >= 200:
+            return found, True
+    articles = [a for a in body.iter("article")]
+    if articles:
+        best = max(articles, key=lambda a: len(_inline(a.text_content())))
+        if len(_inline(best.text_content())) >= 200:
+            return best, True
+    return body, False
+
+
+# --- serialisation --------------------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.blocks: list[str] = []
+        self.buffer: list[str] = []
+        self.images: list[PageImage] = []
+        self._image_urls: set[str] = set()
+
+    def flush(self) -> None:
+        text = _clean("".join(self.buffer))
+        self.buffer = []
+        if text:
+            self.blocks.append(text)
+
+    def add_image(self, element: etree._Element, caption: str) -> None:
+        source = element.get("src") or element.get("data-src") or ""
+        if not source and element.get("srcset"):
+            source = element.get("srcset", "").split(",")[0].strip().split(" ")[0]
+        source = source.strip()
+        if not source or source.startswith("data:"):
+            return
+        if element.get("width") == "1" and element.get("height") == "1":
+            return  # tracking pixel
+        url = urljoin(self.base_url, source)
+        if urlsplit(url).scheme not in ("http", "https") or url in self._image_urls:
+            return
+        self._image_urls.add(url)
+        self.images.append(PageImage(url=url, alt=_inline(element.get("alt") or ""), caption=caption))
+
+    def plain_text(
+        self, element: etree._Element, in_article: bool, caption: str, skip: frozenset[str] = frozenset()
+    ) -> str:
+        """Inline text of an element (its images recorded), leaving out `skip` tags."""
+        parts = [element.text or ""]
+        for child in element:
+            tag = _tag(child)
+            if tag == "img":
+                self.add_image(child, caption)
+            elif tag == "br":
+                parts.append(" ")
+            elif tag and tag not in skip and not _is_boilerplate(child, in_article):
+                parts.append(" " if tag not in INLINE_TAGS else "")
+                parts.append(self.plain_text(child, in_article, caption, skip))
+                parts.append(" " if tag not in INLINE_TAGS else "")
+            parts.append(child.tail or "")
+        return "".join(parts)
+
+    def list_lines(self, element: etree._Element, in_article: bool, caption: str, depth: int) -> list[str]:
+        lines = []
+        for item in element:
+            if _tag(item) in LISTS:
+                lines.extend(self.list_lines(item, in_article, caption, depth + 1))
+                continue
+            if _tag(item) != "li" or _is_boilerplate(item, in_article):
+                continue
+            text = _inline(self.plain_text(item, in_article, caption, skip=LISTS))
+            if text:
+                lines.append(f"{'  ' * depth}- {text}")
+            for nested in item:
+                if (
+                    _tag(nested) in LISTS
+                    and not _is_boilerplate(nested, in_article)
+                    and not _link_dense(nested)
+                ):
+                    lines.extend(self.list_lines(nested, in_article, caption, depth + 1))
+        return lines
+
+    def table_rows(self, table: etree._Element, in_article: bool, caption: str) -> list[str]:
+        rows = []
+        for row in table.iter("tr"):
+            if next(row.iterancestors("table"), None) is not table:
+                continue  # rows of nested tables are flattened into their cell
+            cells = [
+                _inline(self.plain_text(cell, in_article, caption))
+                for cell in row
+                if _tag(cell) in ("td", "th")
+            ]
+            if any(cells):
+                rows.append(" | ".join(cells))
+        return rows
+
+    def walk(self, element: etree._Element, in_article: bool, caption: str = "") -> None:
+        self.buffer.append(element.text or "")
+        for child in element:
+            self.visit(child, in_article, caption)
+            self.buffer.append(child.tail or "")
+
+    def visit(self, element: etree._Element, in_article: bool, caption: str) -> None:
+        tag = _tag(element)
+        if _is_boilerplate(element, in_article):
+            return
+        if tag == "img":
+            self.add_image(element, caption)
+            return
+        if tag == "br":
+            self.buffer.append("\n")
+            return
+        if tag in INLINE_TAGS:
+            self.walk(element, in_article, caption)
+            return
+        if tag in LINK_DENSE_TAGS and _link_dense(element):
+            return
+        self.flush()
+        inside = in_article or tag in ("article", "main")
+        if tag in HEADINGS:
+            text = _inline(self.plain_text(element, inside, caption))
+            if text:
+                self.blocks.append(f"{'#' * HEADINGS[tag]} {text}")
+        elif tag in LISTS:
+            lines = self.list_lines(element, inside, caption, 0)
+            if lines:
+                self.blocks.append("\n".join(lines))
+        elif tag == "table":
+            rows = self.table_rows(element, inside, caption)
+            if rows:
+                self.blocks.append("\n".join(rows))
+        elif tag == "pre":
+            text = "\n".join(line.rstrip() for line in element.text_content().strip("\n").split("\n"))
+            if text.strip():
+                self.blocks.append(text)
+        elif tag == "figure":
+            figcaption = next((c for c in element.iter("figcaption")), None)
+            figure_caption = _inline(figcaption.text_content()) if figcaption is not None else caption
+            for child in element:
+                if _tag(child) != "figcaption":
+                    self.visit(child, inside, figure_caption)
+            self.flush()
+        else:
+            self.walk(element, inside, caption)
+        self.flush()
+
+
+def _drop_orphan_headings(blocks: list[str]) -> list[str]:
+    """Headings followed by nothing but deeper-or-equal headings (their section's content was dropped)."""
+    kept: list[str] = []
+    for number, block in enumerate(blocks):
+        level = _heading_level(block)
+        if level:
+            following = next((b for b in blocks[number + 1 :]), None)
+            next_level = _heading_level(following) if following is not None else 1
+            if following is None or (next_level and next_level <= level):
+                continue
+        kept.append(block)
+    return kept
+
+
+def _heading_level(block: str) -> int:
+    match = re.match(r"^(#{1,6}) ", block)
+    return len(match.group(1)) if match and "\n" not in block else 0
+
+
+def extract_main_content(html: bytes | str, base_url: str, charset: str = "") -> ExtractedPage:
+    """The main content of a page. `charset`: the one the HTTP header declared (bytes input only)."""
+    document = parse_html(html, charset)
+    if document is None:
+        return ExtractedPage(title="", text="", images=[])
+    base = document.find(".//base[@href]")
+    if base is not None:
+        base_url = urljoin(base_url, base.get("href", "").strip())
+    root, in_article = _choose_root(document)
+    writer = _Writer(base_url)
+    writer.walk(root, in_article)
+    writer.flush()
+    blocks = _drop_orphan_headings(writer.blocks)
+    heading = root.find(".//h1")
+    title = _inline(heading.text_content()) if heading is not None else ""
+    if not title:
+        title_element = document.find(".//title")
+        title = _inline(title_element.text_content()) if title_element is not None else ""
+    return ExtractedPage(title=title, text="\n\n".join(blocks), images=writer.images)
+
+
+# --- relevance ------------------------------------------------------------------------------------
+
+
+def relevant_passages(text: str, query: str, max_chars: int = 4000) -> str:
+    """The blocks of `text` most relevant to `query` (BM25 over blocks, each scored with its section
+    heading), in their original order and with their section headings, within `max_chars`. A page
+    that fits whole is returned whole when anything in it is relevant. "" when nothing is relevant.
+    A query without search terms gets the page's leading blocks."""
+    blocks = [block for block in text.split("\n\n") if block.strip()]
+    if not blocks:
+        return ""
+    if not tokenize(query):
+        return _leading(blocks, max_chars)
+    section_of: list[int] = []
+    current = -1
+    for number, block in enumerate(blocks):
+        if _heading_level(block):
+            current = number
+        section_of.append(current)
+    candidates = [n for n, block in enumerate(blocks) if not _heading_level(block)]
+    scored_text = [
+        (blocks[section_of[n]] + "\n" if section_of[n] >= 0 else "") + blocks[n] for n in candidates
+    ]
+    scores = bm25_passage_scores(query, scored_text)
+    relevant = [(score, n) for score, n in zip(scores, candidates, strict=True) if score > 0]
+    if not relevant:
+        return ""
+    if len(text) <= max_chars:
+        return text
+    chosen: set[int] = set()
+    used = 0
+    for _score, number in sorted(relevant, key=lambda pair: (-pair[0], pair[1])):
+        heading = section_of[number]
+        cost = (
+            len(blocks[number])
+            + 2
+            + (len(blocks[heading]) + 2 if heading >= 0 and heading not in chosen else 0)
+        )
+        if used + cost > max_chars:
+            continue
+        chosen.add(number)
+        if heading >= 0:
+            chosen.add(heading)
+        used += cost
+    if not chosen:
+        best = min(relevant, key=lambda pair: (-pair[0], pair[1]))[1]
+        return shorten(blocks[best], max_chars)
+    return "\n\n".join(blocks[n] for n in sorted(chosen))
+
+
+def _leading(blocks: list[str], max_chars: int) -> str:
+    kept: list[str] = []
+    used = 0
+    for block in blocks:
+        if used + len(block) + 2 > max_chars:
+            break
+        kept.append(block)
+        used += len(block) + 2
+    return "\n\n".join(kept) if kept else shorten(blocks[0], max_chars)
