@@ -84,6 +84,8 @@ class MemoryBlobs:
         return digest
 
     def read(self, sha256: str) -> bytes:
+        if sha256 not in self.data:
+            raise FileNotFoundError(f"blob {sha256} is missing")
         return self.data[sha256]
 
 

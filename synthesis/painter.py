@@ -1,0 +1,243 @@
+"""Ground-truth painter on diffusers: grounded prompt (+ reference images) -> PNG in the blob store.
+
+The pipeline loads through the ordinary `DiffusionPipeline.from_pretrained` path a real model uses
+(the offline default is the tiny pipeline of `synthesis.tiny_pipeline`). Each row gets its own
+`torch.Generator` seeded from (config seed, trajectory id). With `exact=True` (the default) each row
+is its own pipeline call, so its PNG is byte-identical whichever rows shared its batch (a flow's
+batches change on resume); `exact=False` batches rows by `config.batch_size` (faster on GPUs): the
+noise is still per row, but floating-point kernels differ by batch size, so pixels may differ by one
+level (the perceptual hash stays the same). Rows with references go through the image-to-image variant of the same
+pipeline when it has one (first reference as the init image); otherwise text-to-image.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from schemas.config import PainterConfig
+from schemas.errors import ConfigurationError, PainterError, RowError
+from schemas.ids import content_id, fingerprint
+from schemas.protocols import PaintRequest
+from schemas.rows import Image
+
+TINY_MODEL_NAME = "groundgen-tiny-sd"
+IMG2IMG_STRENGTH = 0.75
+_FINGERPRINT_EXCLUDE = {"batch_size", "device", "attention_slicing", "cpu_offload"}
+
+
+def painter_fingerprint(config: PainterConfig) -> str:
+    """What a painted image depends on (the same fields as `Config.painter_fingerprint`)."""
+    return fingerprint(config.model_dump(exclude=_FINGERPRINT_EXCLUDE))
+
+
+def row_seed(config_seed: int, trajectory_id: str) -> int:
+    """A 32-bit seed per row: stable across machines, batches and reruns."""
+    return int(content_id(config_seed, trajectory_id)[:8], 16)
+
+
+def cpu_threads() -> int:
+    """CPUs this process may use (affinity-aware), the default for `torch.set_num_threads`."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _import_torch_diffusers() -> tuple[Any, Any]:
+    try:
+        import diffusers
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"the diffusers painter needs torch and diffusers ({error.name} is missing): "
+            "pip install torch diffusers transformers"
+        ) from error
+    return torch, diffusers
+
+
+def png_bytes(image: Any) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def perceptual_hash(image: Any) -> str:
+    import imagehash
+
+    return str(imagehash.phash(image.convert("RGB")))  # 64 bits: 16 hex characters
+
+
+class DiffusersPainter:
+    """`Painter` backend for any diffusers text-to-image pipeline (tiny offline one, or a real model)."""
+
+    def __init__(
+        self,
+        config: PainterConfig,
+        model_path: Path | str | None = None,
+        *,
+        blobs: Any,
+        fingerprint: str | None = None,
+        local_files_only: bool | None = None,
+        num_threads: int | None = None,
+        exact: bool = True,
+    ):
+        self.config = config
+        self.model_path = str(model_path or config.model)
+        if not self.model_path:
+            raise ConfigurationError(
+                "no painter model: pass the path of a pipeline (build the offline one with "
+                "synthesis.tiny_pipeline.build_tiny_pipeline) or set painter.model"
+            )
+        self.blobs = blobs
+        self.fingerprint = fingerprint or painter_fingerprint(config)
+        self.model_name = config.model or TINY_MODEL_NAME
+        self.local_files_only = (
+            Path(self.model_path).is_dir() if local_files_only is None else local_files_only
+        )
+        self.num_threads = num_threads
+        self.exact = exact
+        self._pipeline: Any = None
+        self._img2img: Any = None
+        self._lock = threading.Lock()
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._pipeline is not None:
+                return self._pipeline
+            torch, diffusers = _import_torch_diffusers()
+            if self.config.device == "cpu":
+                torch.set_num_threads(self.num_threads or cpu_threads())
+            dtype = getattr(torch, self.config.dtype)
+            with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype
+                warnings.simplefilter("ignore", FutureWarning)
+                pipeline = diffusers.DiffusionPipeline.from_pretrained(
+                    self.model_path,
+                    torch_dtype=dtype,
+                    revision=self.config.revision or None,
+                    local_files_only=self.local_files_only,
+                )
+            if hasattr(pipeline, "set_progress_bar_config"):
+                pipeline.set_progress_bar_config(disable=True)
+            if self.config.attention_slicing and hasattr(pipeline, "enable_attention_slicing"):
+                pipeline.enable_attention_slicing()
+            if (
+                self.config.cpu_offload
+                and self.config.device != "cpu"
+                and hasattr(pipeline, "enable_model_cpu_offload")
+            ):
+                pipeline.enable_model_cpu_offload(device=self.config.device)
+            else:
+                pipeline = pipeline.to(self.config.device)
+            self._pipeline = pipeline
+            return pipeline
+
+    def _image_to_image(self) -> Any | None:
+        """The reference-conditioned variant sharing the loaded weights, or None when there is none."""
+        pipeline = self._load()
+        with self._lock:
+            if self._img2img is None:
+                from diffusers import AutoPipelineForImage2Image
+
+                try:
+                    self._img2img = AutoPipelineForImage2Image.from_pipe(pipeline)
+                    self._img2img.set_progress_bar_config(disable=True)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    self._img2img = False
+            return self._img2img or None
+
+    # --- painting --------------------------------------------------------------------------------
+
+    def _reference(self, request: PaintRequest) -> Any | None:
+        if not request.reference_sha256 or self.config.max_references == 0:
+            return None
+        from PIL import Image as PILImage
+
+        try:
+            data = self.blobs.read(request.reference_sha256[0])
+        except (FileNotFoundError, KeyError) as error:
+            raise PainterError(
+                f"reference image {request.reference_sha256[0]} is not in the blob store"
+            ) from error
+        with PILImage.open(io.BytesIO(data)) as image:
+            return image.convert("RGB").resize(
+                (self.config.width, self.config.height), PILImage.Resampling.LANCZOS
+            )
+
+    def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
+        images: list[Image] = []
+        errors: list[RowError] = []
+        text_rows: list[tuple[PaintRequest, None]] = []
+        reference_rows: list[tuple[PaintRequest, Any]] = []
+        for request in requests:
+            try:
+                if not request.trajectory.gen_prompt.strip():
+                    raise PainterError(
+                        f"trajectory {request.trajectory.id} has no gen_prompt (ending {request.trajectory.ending})"
+                    )
+                reference = self._reference(request)
+            except (PainterError, OSError) as error:  # OSError: an undecodable reference
+                errors.append(RowError.from_exception(request.trajectory.id, error))
+                continue
+            (reference_rows if reference is not None else text_rows).append((request, reference))
+        if reference_rows and self._image_to_image() is None:
+            text_rows, reference_rows = text_rows + [(r, None) for r, _ in reference_rows], []
+        size = 1 if self.exact else self.config.batch_size
+        for rows in (text_rows, reference_rows):
+            for start in range(0, len(rows), size):
+                images.extend(self._paint_batch(rows[start : start + size]))
+        order = {request.trajectory.id: index for index, request in enumerate(requests)}
+        images.sort(key=lambda image: order[image.trajectory_id])
+        return images, errors
+
+    def _paint_batch(self, rows: list[tuple[PaintRequest, Any]]) -> list[Image]:
+        torch, _ = _import_torch_diffusers()
+        config = self.config
+        seeds = [row_seed(config.seed, request.trajectory.id) for request, _ in rows]
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        arguments: dict[str, Any] = {
+            "prompt": [request.trajectory.gen_prompt for request, _ in rows],
+            "num_inference_steps": config.steps,
+            "guidance_scale": config.guidance,
+            "generator": generators,
+        }
+        started = time.perf_counter()
+        if rows[0][1] is not None:
+            pipeline = self._image_to_image()
+            arguments.update(image=[reference for _, reference in rows], strength=IMG2IMG_STRENGTH)
+        else:
+            pipeline = self._load()
+            arguments.update(height=config.height, width=config.width)
+        with torch.inference_mode():
+            pictures = pipeline(**arguments).images
+        elapsed = (time.perf_counter() - started) / len(rows)
+        results = []
+        for (request, _), seed, picture in zip(rows, seeds, pictures, strict=True):
+            data = png_bytes(picture)
+            sha256 = self.blobs.put(data)
+            results.append(
+                Image(
+                    id=content_id(request.trajectory.id, self.fingerprint),
+                    kind="ground_truth",
+                    sha256=sha256,
+                    width=picture.width,
+                    height=picture.height,
+                    format="PNG",
+                    phash=perceptual_hash(picture),
+                    trajectory_id=request.trajectory.id,
+                    painter=self.fingerprint,
+                    model=self.model_name,
+                    seed=seed,
+                    steps=config.steps,
+                    guidance=config.guidance,
+                    elapsed_s=round(elapsed, 4),
+                )
+            )
+        return results
