@@ -64,6 +64,7 @@ class RawBody:
     body: bytes
     status: int = 200
     content_type: str = "application/json"
+    chunked: bool = False  # send without Content-Length (Transfer-Encoding: chunked)
 
 
 Reply = str | Completion | Status | Reset | Delay | RawBody | dict
@@ -182,7 +183,9 @@ class ScriptedOpenAIServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._http.daemon_threads = True
         self._http.request_queue_size = 512
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -261,7 +264,10 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"error": {"message": reply.message, "type": "scripted", "code": reply.code}}
             self._send_json(reply.code, body, headers)
         elif isinstance(reply, RawBody):
-            self._send_bytes(reply.status, reply.body, reply.content_type)
+            if reply.chunked:
+                self._send_chunked(reply.status, reply.body, reply.content_type)
+            else:
+                self._send_bytes(reply.status, reply.body, reply.content_type)
         elif isinstance(reply, dict):
             self._send_json(200, reply)
         else:
@@ -283,6 +289,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
         except OSError:  # the client gave up (time-out) and closed the connection
+            self.close_connection = True
+
+    def _send_chunked(self, status: int, data: bytes, content_type: str, chunk: int = 16_384) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(data), chunk):
+                piece = data[start : start + chunk]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
             self.close_connection = True
 
     def finish(self) -> None:

@@ -1,0 +1,538 @@
+"""The one LLM client: every model call of groundgen goes through `LLMClient.chat`.
+
+It speaks the OpenAI chat-completions protocol through the official `openai` SDK with `base_url`,
+so one config works against OpenAI, vLLM, SGLang, Ollama or a gateway. The SDK's own retries are
+off (`max_retries=0`); this module owns the policy:
+
+- retries only on 429, 5xx, connection errors, time-outs and unreadable response bodies, with
+  exponential backoff and full jitter, honouring `Retry-After` (seconds or HTTP date) and
+  `retry-after-ms`; after `max_retries` a `ModelCallError`;
+- bounded concurrency (`max_concurrency` calls in flight, per event loop) and token buckets for
+  requests/min and tokens/min (shared by all loops and threads of the process);
+- a per-call time-out and a response size cap (`max_response_bytes`, enforced while the body is
+  read) that raises `ModelOutputError`;
+- a response cache (see `synthesis.response_cache`) keyed by (model, messages, parameters);
+- usage accounting per call (`ChatResult.usage`) and per client (`LLMClient.usage`).
+
+The API key is read from the environment variable the config names, handed to the SDK, and never
+logged, stored or put in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from schemas.config import LLMEndpointConfig
+from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from synthesis.response_cache import ResponseCache, cache_key
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOKEN_ESTIMATE = 1_000  # tokens charged to the tokens/min bucket per attached image
+PLACEHOLDER_KEY = "not-needed"  # servers without auth (vLLM, Ollama) still get a bearer header
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    calls: int = 0
+    cached_calls: int = 0
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            calls=self.calls + other.calls,
+            cached_calls=self.cached_calls + other.cached_calls,
+            attempts=self.attempts + other.attempts,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            latency_s=self.latency_s + other.latency_s,
+        )
+
+
+@dataclass(frozen=True)
+class NativeToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text exactly as the model gave it
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str
+    finish_reason: str
+    usage: Usage
+    tool_calls: list[NativeToolCall] = field(default_factory=list)
+    cached: bool = False
+    cache_key: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max_s, base_s * 2**attempt)]."""
+    return rng.uniform(0.0, min(max_s, base_s * (2**attempt)))
+
+
+def redact_url(url: str) -> str:
+    """The URL without user info or query (where some gateways put keys), for log lines."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A cheap upper-ish estimate (4 characters a token, a flat charge per image)."""
+    characters = 0
+    images = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            characters += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if part.get("type") == "image_url":
+                    images += 1
+                else:
+                    characters += len(str(part.get("text", "")))
+        for call in message.get("tool_calls") or []:
+            characters += len(json.dumps(call))
+    return characters // 4 + images * IMAGE_TOKEN_ESTIMATE + 4 * len(messages)
+
+
+class TokenBucket:
+    """A reservation token bucket: `reserve(n)` charges n now and says how long to wait first.
+
+    The level may go negative (a request bigger than the bucket still passes, after the wait), so
+    callers queue in order. `refund(n)` gives back an over-estimate. Thread-safe.
+    """
+
+    def __init__(self, per_minute: float, burst_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.clock = clock
+        self.level = self.capacity
+        self.updated = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def reserve(self, amount: float) -> float:
+        with self._lock:
+            self._refill()
+            need = min(amount, self.capacity)
+            wait = 0.0 if self.level >= need else (need - self.level) / self.rate
+            self.level -= amount
+            return wait
+
+    def refund(self, amount: float) -> None:
+        with self._lock:
+            self._refill()
+            self.level = min(self.capacity, self.level + amount)
+
+
+# --- transport: the response size cap ----------------------------------------------------------
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, max_bytes: int):
+        self.inner = inner
+        self.max_bytes = max_bytes
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.inner:
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                raise ModelOutputError(f"response larger than max_response_bytes={self.max_bytes}")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _SizeCappedTransport(httpx.AsyncBaseTransport):
+    """Aborts a response whose body exceeds `max_bytes` while it is read (not after)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, max_bytes: int):
+        self.inner = inner
+        self.max_bytes = max_bytes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        length = response.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            await response.aclose()
+            raise ModelOutputError(
+                f"response of {length} bytes is larger than max_response_bytes={self.max_bytes}"
+            )
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(response.stream, self.max_bytes),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+# --- the client -------------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    def __init__(self, description: str, retry_after: float | None = None):
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _LoopResources:
+    openai: Any
+    semaphore: asyncio.Semaphore
+
+
+class LLMClient:
+    """One OpenAI-compatible endpoint. Create one per endpoint config and share it."""
+
+    def __init__(
+        self,
+        config: LLMEndpointConfig,
+        *,
+        cache: ResponseCache | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        max_retry_after_s: float = 300.0,
+        rate_burst_s: float = 1.0,
+    ):
+        self.config = config
+        self.cache = cache
+        self.rng = rng or random.Random()
+        self.sleep = sleep
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.max_retry_after_s = max_retry_after_s
+        self._api_key = self._read_key(config)
+        self._request_bucket = (
+            TokenBucket(config.requests_per_minute, rate_burst_s) if config.requests_per_minute else None
+        )
+        self._token_bucket = (
+            TokenBucket(config.tokens_per_minute, rate_burst_s) if config.tokens_per_minute else None
+        )
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._usage = Usage()
+        self._usage_lock = threading.Lock()
+        self.endpoint = redact_url(config.base_url)
+
+    @staticmethod
+    def _read_key(config: LLMEndpointConfig) -> str:
+        if not config.api_key_env:
+            return PLACEHOLDER_KEY
+        key = config.api_key()
+        if not key:
+            raise ConfigurationError(f"environment variable {config.api_key_env} (the API key) is not set")
+        return key
+
+    def __repr__(self) -> str:
+        return f"LLMClient(endpoint={self.endpoint!r}, model={self.config.model!r})"
+
+    @property
+    def usage(self) -> Usage:
+        """Everything this client has spent so far (all calls, all loops)."""
+        with self._usage_lock:
+            return self._usage
+
+    def _resources(self) -> _LoopResources:
+        loop = asyncio.get_running_loop()
+        resources = self._per_loop.get(loop)
+        if resources is None:
+            import openai
+
+            limits = httpx.Limits(
+                max_connections=self.config.max_concurrency + 4,
+                max_keepalive_connections=self.config.max_concurrency + 4,
+            )
+            transport = _SizeCappedTransport(
+                httpx.AsyncHTTPTransport(limits=limits), self.config.max_response_bytes
+            )
+            http_client = httpx.AsyncClient(
+                transport=transport, timeout=self._timeout(), follow_redirects=False
+            )
+            client = openai.AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=self._api_key,
+                max_retries=0,
+                timeout=self._timeout(),
+                http_client=http_client,
+            )
+            resources = _LoopResources(client, asyncio.Semaphore(self.config.max_concurrency))
+            self._per_loop[loop] = resources
+        return resources
+
+    def _timeout(self) -> httpx.Timeout:
+        timeout = self.config.timeout_s
+        return httpx.Timeout(timeout, connect=min(timeout, 10.0))
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections."""
+        loop = asyncio.get_running_loop()
+        resources = self._per_loop.pop(loop, None)
+        if resources is not None:
+            await resources.openai.close()
+
+    def forget(self, result: ChatResult) -> None:
+        """Drop a cached answer the caller could not use, so the next attempt asks again."""
+        if self.cache is not None and result.cache_key:
+            self.cache.delete(result.cache_key)
+
+    # --- the call -------------------------------------------------------------------------------
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        response_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        use_cache: bool = True,
+    ) -> ChatResult:
+        """One chat completion. Raises ModelCallError (after retries), ModelOutputError (size cap),
+        ConfigurationError (401/403)."""
+        parameters: dict[str, Any] = {
+            "temperature": self.config.temperature if temperature is None else temperature,
+            "max_tokens": self.config.max_tokens if max_tokens is None else max_tokens,
+        }
+        if response_format is not None:
+            parameters["response_format"] = response_format
+        if tools:
+            parameters["tools"] = tools
+            if tool_choice is not None:
+                parameters["tool_choice"] = tool_choice
+        key = cache_key(self.config.model, messages, parameters)
+        started = time.monotonic()
+        if use_cache and self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                result = self._result(cached, key, started, attempts=0, cached=True)
+                self._account(result.usage)
+                return result
+        data, attempts = await self._call_with_retries(messages, parameters)
+        result = self._result(data, key, started, attempts=attempts, cached=False)
+        if use_cache and self.cache is not None:
+            self.cache.put(key, data)
+        self._account(result.usage)
+        return result
+
+    def _account(self, usage: Usage) -> None:
+        with self._usage_lock:
+            self._usage = self._usage + usage
+
+    async def _call_with_retries(
+        self, messages: list[dict[str, Any]], parameters: dict[str, Any]
+    ) -> tuple[dict[str, Any], int]:
+        estimate = estimate_prompt_tokens(messages) + int(parameters["max_tokens"])
+        attempts = self.config.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._attempt(messages, parameters, estimate), attempt + 1
+            except _Retryable as error:
+                if attempt + 1 >= attempts:
+                    raise ModelCallError(
+                        f"model call to {self.config.model} at {self.endpoint} failed after "
+                        f"{attempts} attempts: {error}"
+                    ) from None
+                if error.retry_after is not None:
+                    if error.retry_after > self.max_retry_after_s:
+                        raise ModelCallError(
+                            f"{self.endpoint} asked to retry after {error.retry_after:.0f}s "
+                            f"(more than {self.max_retry_after_s:.0f}s): {error}"
+                        ) from None
+                    delay = error.retry_after
+                else:
+                    delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, self.rng)
+                logger.warning(
+                    "model call to %s at %s failed (%s); retry %d of %d in %.2fs",
+                    self.config.model,
+                    self.endpoint,
+                    error,
+                    attempt + 1,
+                    attempts - 1,
+                    delay,
+                )
+                await self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, messages: list[dict[str, Any]], parameters: dict[str, Any], estimate: int
+    ) -> dict[str, Any]:
+        import openai
+
+        waits = []
+        if self._request_bucket is not None:
+            waits.append(self._request_bucket.reserve(1))
+        if self._token_bucket is not None:
+            waits.append(self._token_bucket.reserve(estimate))
+        if waits and max(waits) > 0:
+            await self.sleep(max(waits))
+        resources = self._resources()
+        async with resources.semaphore:
+            try:
+                raw = await resources.openai.chat.completions.with_raw_response.create(
+                    model=self.config.model, messages=messages, **parameters
+                )
+                body = raw.http_response.content
+            except openai.APIStatusError as error:
+                status = error.status_code
+                if status == 429 or status >= 500:
+                    raise _Retryable(f"HTTP {status}", parse_retry_after(error.response.headers)) from None
+                if status in (401, 403):
+                    raise ConfigurationError(
+                        f"{self.endpoint} refused the credentials (HTTP {status}); check {self.config.api_key_env or 'the API key variable'}"
+                    ) from None
+                raise ModelCallError(f"HTTP {status} from {self.endpoint}: {_error_message(error)}") from None
+            except openai.APITimeoutError:
+                raise _Retryable(f"time-out after {self.config.timeout_s}s") from None
+            except openai.APIConnectionError as error:
+                cause = error.__cause__
+                raise _Retryable(
+                    f"connection error ({type(cause).__name__ if cause else 'unknown'})"
+                ) from None
+        if len(body) > self.config.max_response_bytes:  # e.g. a compressed body that expanded
+            raise ModelOutputError(
+                f"response larger than max_response_bytes={self.config.max_response_bytes}"
+            )
+        data = _parse_completion(body)
+        if self._token_bucket is not None:
+            usage = data.get("usage") or {}
+            actual = int(usage.get("total_tokens") or 0)
+            if actual:
+                self._token_bucket.refund(estimate - actual)
+        return data
+
+    def _result(
+        self, data: dict[str, Any], key: str, started: float, *, attempts: int, cached: bool
+    ) -> ChatResult:
+        choice = data["choices"][0]
+        message = choice["message"]
+        usage = data.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        completion_tokens = int(usage.get("completion_tokens") or 0)
+        cost = 0.0
+        if not cached:
+            cost = (
+                prompt_tokens * self.config.price_per_million_input
+                + completion_tokens * self.config.price_per_million_output
+            ) / 1_000_000
+        calls = [
+            NativeToolCall(
+                id=str(call.get("id", "")),
+                name=str((call.get("function") or {}).get("name", "")),
+                arguments=str((call.get("function") or {}).get("arguments", "")),
+            )
+            for call in message.get("tool_calls") or []
+        ]
+        return ChatResult(
+            content=message.get("content") or "",
+            finish_reason=str(choice.get("finish_reason") or ""),
+            tool_calls=calls,
+            cached=cached,
+            cache_key=key,
+            raw=data,
+            usage=Usage(
+                calls=1,
+                cached_calls=1 if cached else 0,
+                attempts=attempts,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cost_usd=cost,
+                latency_s=time.monotonic() - started,
+            ),
+        )
+
+
+def _error_message(error: Any) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+        if message:
+            return str(message)[:300]
+    return type(error).__name__
+
+
+def _parse_completion(body: bytes) -> dict[str, Any]:
+    """The completion JSON, checked for the fields we read; anything else is a retryable fault."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise _Retryable(f"response body is not JSON ({len(body)} bytes)") from None
+    try:
+        message = data["choices"][0]["message"]
+        if not isinstance(message, dict):
+            raise TypeError("message is not an object")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise TypeError("content is not a string")
+        if not isinstance(message.get("tool_calls") or [], list):
+            raise TypeError("tool_calls is not a list")
+    except (KeyError, IndexError, TypeError) as error:
+        raise _Retryable(f"response body is not a chat completion ({error})") from None
+    return data
