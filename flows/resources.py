@@ -66,7 +66,7 @@ class Resources:
     def linked_topics(self, topic: Topic) -> list[Topic]:
         if topic.source != "wiki_offline" or not topic.linked_titles:
             return []
-        return self.corpus().topics_by_title(topic.linked_titles)
+        return self.corpus().linked_topics(topic)
 
     def search_backend(self) -> Any:
         search = self.config.search
@@ -86,17 +86,17 @@ class Resources:
     async def tools(self) -> AsyncIterator[Tools]:
         """The teacher's tools for one batch (HTTP clients live as long as the batch's event loop)."""
         from extractors.browse import PageBrowser
-
         from extractors.fetcher import SafeFetcher
         from extractors.images import ReferenceImageDownloader
 
         connect_to: dict[str, str] = {}
         fetch_config = self.config.fetch
         if self.config.search.provider == "local":
-            server = self.corpus_server()
-            connect_to = server.connect_to()
+            from extractors.offline import CORPUS_ALLOW_HOSTS, connect_to_map
+
+            connect_to = connect_to_map(self.corpus_server().port)
             fetch_config = fetch_config.model_copy(
-                update={"allow_hosts": [*fetch_config.allow_hosts, *server.allow_hosts()]}
+                update={"allow_hosts": [*fetch_config.allow_hosts, *CORPUS_ALLOW_HOSTS]}
             )
         async with SafeFetcher(fetch_config, connect_to=connect_to) as fetcher:
             yield Tools(
