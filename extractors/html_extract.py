@@ -47,6 +47,7 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0\u200b]+")
+_CITATION = re.compile(r"\[(?:\d{1,3}|[a-z]|note \d{1,3}|citation needed)\]")
 _SINGLE_BYTE_WESTERN = frozenset({"latin_1", "iso8859-1", "cp1252", "ascii", "iso8859-15"})
 
 
@@ -138,6 +139,11 @@ def _is_boilerplate(element: etree._Element, in_article: bool) -> bool:
     return any(token in BOILERPLATE_HINTS for token in _HINT_SPLIT.split(names) if token)
 
 
+def _is_citation_mark(element: etree._Element) -> bool:
+    """A footnote marker such as <sup>[1]</sup> or <sup>[a]</sup>."""
+    return _tag(element) == "sup" and bool(_CITATION.fullmatch(_inline(element.text_content())))
+
+
 def _link_dense(element: etree._Element) -> bool:
     """More than half of the text is link text, with several links or little text (menus, tag lists,
     "read more" paragraphs)."""
@@ -212,7 +218,12 @@ class _Writer:
                 self.add_image(child, caption)
             elif tag == "br":
                 parts.append(" ")
-            elif tag and tag not in skip and not _is_boilerplate(child, in_article):
+            elif (
+                tag
+                and tag not in skip
+                and not _is_boilerplate(child, in_article)
+                and not _is_citation_mark(child)
+            ):
                 parts.append(" " if tag not in INLINE_TAGS else "")
                 parts.append(self.plain_text(child, in_article, caption, skip))
                 parts.append(" " if tag not in INLINE_TAGS else "")
@@ -254,10 +265,11 @@ class _Writer:
         return rows
 
     def walk(self, element: etree._Element, in_article: bool, caption: str = "") -> None:
-        self.buffer.append(element.text or "")
+        # source line breaks are spaces; only <br> breaks a line
+        self.buffer.append((element.text or "").replace("\n", " "))
         for child in element:
             self.visit(child, in_article, caption)
-            self.buffer.append(child.tail or "")
+            self.buffer.append((child.tail or "").replace("\n", " "))
 
     def visit(self, element: etree._Element, in_article: bool, caption: str) -> None:
         tag = _tag(element)
@@ -268,6 +280,8 @@ class _Writer:
             return
         if tag == "br":
             self.buffer.append("\n")
+            return
+        if _is_citation_mark(element):
             return
         if tag in INLINE_TAGS:
             self.walk(element, in_article, caption)
