@@ -1,8 +1,10 @@
 """Map a Wikipedia vital article (topic label + short description) to a Gen-Searcher category.
 
-A pure, table-driven function: `RULES` is checked top to bottom and the first rule whose source
-topics include the article's topic (or that applies to every topic) and whose keywords occur as
-whole words in the article's description wins; otherwise the topic's default applies. Articles
+A pure, table-driven function: For People (and Uncategorized, which holds many people), the
+occupation rules come first and the occupation named earliest in the description wins. Then the
+other `RULES` are checked top to bottom: the first rule whose source topics include the article's
+topic and whose keywords occur as whole words in the description wins (some topics only accept the
+categories in `TOPIC_FIRST`); otherwise the topic's default applies. Articles
 without a description are matched on their title and the first sentence of their extract.
 """
 
@@ -66,7 +68,7 @@ _NOT_PEOPLE = tuple(topic for topic in WIKIPEDIA_TOPICS if topic != PEOPLE)
 PERSON_TOPICS = (PEOPLE, UNCATEGORIZED)
 
 RULES: tuple[Rule, ...] = (
-    # --- people: by occupation, the first occupation named wins ------------------------------------
+    # --- people: by occupation; the occupation named first in the description wins ---------------
     _rule(
         PERSON_TOPICS,
         "footballer, athlete, sprinter, boxer, wrestler, tennis player, basketball player, cricketer, "
@@ -256,6 +258,8 @@ TOPIC_FIRST: dict[str, frozenset[str]] = {
     RELIGION: frozenset({"architecture", "art", "film", "game", "anime"}),
 }
 
+_PERSON_RULES = sum(1 for rule in RULES if rule.topics == frozenset(PERSON_TOPICS))
+assert all(rule.topics == frozenset(PERSON_TOPICS) for rule in RULES[:_PERSON_RULES])
 _COMPILED: tuple[tuple[Rule, re.Pattern[str]], ...] = tuple((rule, rule.pattern()) for rule in RULES)
 _FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)", re.DOTALL)
 
@@ -272,7 +276,15 @@ def map_category(source_category: str, title: str, description: str, extract: st
         text = f"{title}. {first_sentence}"
     text = text.lower()
     allowed = TOPIC_FIRST.get(source_category)
-    for rule, pattern in _COMPILED:
+    if source_category in PERSON_TOPICS:  # occupations: the first one named wins ("physicist and chemist")
+        earliest: tuple[int, int, str] | None = None
+        for number, (rule, pattern) in enumerate(_COMPILED[:_PERSON_RULES]):
+            match = pattern.search(text)
+            if match and (earliest is None or (match.start(), number) < earliest[:2]):
+                earliest = (match.start(), number, rule.category)
+        if earliest is not None:
+            return earliest[2]
+    for rule, pattern in _COMPILED[_PERSON_RULES:]:
         if rule.topics and source_category not in rule.topics:
             continue
         if allowed is not None and rule.category not in allowed:
