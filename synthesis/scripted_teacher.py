@@ -23,7 +23,7 @@ from synthesis.toolbox import Toolbox
 POLICY_VERSION = "scripted-v1"
 MAX_SUBJECTS = 3
 _ORDINALS = ("first", "second", "third", "fourth", "fifth")
-_CONNECTORS = {"of", "the", "de", "and", "for", "in", "on", "la", "le", "von", "van", "da", "del", "du"}
+_CONNECTORS = {"of", "the", "de", "von", "van", "da", "del", "du", "la", "le"}
 _STARTERS = {
     "a", "an", "the", "create", "design", "draw", "make", "generate", "render", "produce", "show", "illustrate",
     "paint", "depict", "include", "label", "all", "every", "each", "use", "add", "it", "its", "this",
