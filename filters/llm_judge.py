@@ -124,7 +124,9 @@ class LLMJudge:
     async def judge(self, item: JudgeInput) -> Judgement:
         image = downscale_for_model(self.blobs.read(item.image.sha256), JUDGED_IMAGE_PIXELS)
         messages = judge_messages(item, self._reference_pngs(item), image)
-        result = await structured_chat(self.client, messages, KnowGenScores, name="knowgen_scores")
+        result = await structured_chat(
+            self.client, messages, KnowGenScores, name="knowgen_scores", strict=True
+        )
         self.usage = self.usage + result.usage
         scores = result.value
         overall = overall_score(scores)

@@ -24,11 +24,12 @@ from synthesis.llm_client import LLMClient, Usage
 M = TypeVar("M", bound=BaseModel)
 
 
-def json_schema_format(model: type[BaseModel], name: str) -> dict[str, Any]:
-    """The `response_format` asking for JSON that matches `model`'s schema."""
+def json_schema_format(model: type[BaseModel], name: str, strict: bool = False) -> dict[str, Any]:
+    """The `response_format` asking for JSON that matches `model`'s schema. `strict` only for schemas
+    within OpenAI's strict subset (every field required, no string-length keywords)."""
     return {
         "type": "json_schema",
-        "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": True},
+        "json_schema": {"name": name, "schema": model.model_json_schema(), "strict": strict},
     }
 
 
@@ -74,10 +75,11 @@ async def structured_chat(
     *,
     name: str,
     check: Callable[[M], None] | None = None,
+    strict: bool = False,
 ) -> StructuredResult[M]:
     """Ask, validate (`check` may raise ValueError/ModelOutputError for rules beyond the schema),
     repair once, or raise ModelOutputError."""
-    response_format = json_schema_format(model, name)
+    response_format = json_schema_format(model, name, strict)
     conversation = list(messages)
     usage = Usage()
     error: Exception | None = None
