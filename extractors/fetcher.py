@@ -304,7 +304,8 @@ class SafeFetcher:
         pins = {(verdict.host, verdict.port): [(str(a), verdict.connect_port) for a in verdict.addresses]}
         token = _PINS.set(pins)
         try:
-            headers = {"Accept": ", ".join(accept) + ", */*;q=0.1" if accept else "*/*"}
+            ranges = [a + "*" if a.endswith("/") else a for a in accept]  # "image/" -> "image/*"
+            headers = {"Accept": ", ".join(ranges) + ", */*;q=0.1" if accept else "*/*"}
             try:
                 request = self._http().build_request("GET", current, headers=headers)
             except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
