@@ -172,14 +172,32 @@ class WrittenConfig:
     ids: list[str]
 
 
+def _leaf_columns(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """Parquet leaf column paths (`images.list.element.bytes`) with their Arrow types."""
+
+    def walk(path: str, arrow_type: pa.DataType) -> list[tuple[str, pa.DataType]]:
+        if pa.types.is_struct(arrow_type):
+            return [leaf for child in arrow_type for leaf in walk(f"{path}.{child.name}", child.type)]
+        if pa.types.is_list(arrow_type):
+            return walk(f"{path}.list.element", arrow_type.value_type)
+        return [(path, arrow_type)]
+
+    return [leaf for field in schema for leaf in walk(field.name, field.type)]
+
+
 def _open_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    # Image bytes are PNG/JPEG already: compressing them again costs time and saves nothing, and
+    # dictionary-encoding or min/max statistics of megabyte values are waste. Text gets zstd.
+    leaves = _leaf_columns(schema)
+    compression = {name: "none" if pa.types.is_binary(kind) else COMPRESSION for name, kind in leaves}
+    small = {"id", "category", "difficulty", "messages.list.element.role"}
     return pq.ParquetWriter(
         path,
         schema,
-        compression=COMPRESSION,
-        compression_level=COMPRESSION_LEVEL,
-        use_dictionary=True,
-        write_statistics=True,
+        compression=compression,
+        compression_level={name: COMPRESSION_LEVEL for name, codec in compression.items() if codec != "none"},
+        use_dictionary=[name for name, _ in leaves if name in small and name != "id"],
+        write_statistics=[name for name, _ in leaves if name in small],
         version="2.6",
         data_page_version="1.0",
     )
