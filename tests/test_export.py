@@ -203,3 +203,15 @@ def test_round_trip_row_parquet_duckdb_export_unchanged(tmp_path_factory, text):
     assert rows[0][1] == text
     got = [{"id": r[0], "prompt": r[1], "gen_prompt": r[2], "messages": r[3], "images": r[4]} for r in rows]
     assert got == expected
+
+
+def test_a_failed_export_leaves_no_folder_and_no_version(curated, tmp_path):  # noqa: F811
+    from warehouse.blobs import BlobNotFoundError
+
+    warehouse, blobs = curated
+    sha = warehouse.query("SELECT gt_image FROM rl_rows ORDER BY id LIMIT 1").column(0)[0].as_py()
+    blobs.path(sha).unlink()
+    with pytest.raises(BlobNotFoundError):
+        export(warehouse, blobs, tmp_path / "exports")
+    assert list((tmp_path / "exports").iterdir()) == []
+    assert warehouse.rows(Version) == []

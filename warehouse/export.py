@@ -97,43 +97,47 @@ def export_version(
     temp = out_root / f".tmp-{name}"
     shutil.rmtree(temp, ignore_errors=True)
     data_dir = temp / "data"
-    written = {}
-    for spec in (SFT, RL):
-        rows = query_rows(warehouse.connection, spec.query, [curator], ROW_GROUP_ROWS)
-        written[spec.name] = write_shards(rows, spec, blobs, data_dir, config.export.max_shard_bytes)
+    try:
+        written = {}
+        for spec in (SFT, RL):
+            rows = query_rows(warehouse.connection, spec.query, [curator], ROW_GROUP_ROWS)
+            written[spec.name] = write_shards(rows, spec, blobs, data_dir, config.export.max_shard_bytes)
 
-    facts = card_facts(
-        warehouse,
-        version=name,
-        parent=parent.id if parent else "",
-        curator=curator,
-        config_fingerprint=config.fingerprint(),
-        code_version=code_version,
-        sft_rows=len(written["sft"].ids),
-        rl_rows=len(written["rl"].ids),
-        sft_bytes=sum(shard.size for shard in written["sft"].shards),
-        rl_bytes=sum(shard.size for shard in written["rl"].shards),
-        repo_hint=repo_hint or config.hub.repo or "ORG/NAME",
-    )
-    card_path = temp / "README.md"
-    card_path.write_text(render_card(facts), encoding="utf-8")
-    card_file = ShardFile("README.md", "", 0, card_path.stat().st_size, file_sha256(card_path))
+        facts = card_facts(
+            warehouse,
+            version=name,
+            parent=parent.id if parent else "",
+            curator=curator,
+            config_fingerprint=config.fingerprint(),
+            code_version=code_version,
+            sft_rows=len(written["sft"].ids),
+            rl_rows=len(written["rl"].ids),
+            sft_bytes=sum(shard.size for shard in written["sft"].shards),
+            rl_bytes=sum(shard.size for shard in written["rl"].shards),
+            repo_hint=repo_hint or config.hub.repo or "ORG/NAME",
+        )
+        card_path = temp / "README.md"
+        card_path.write_text(render_card(facts), encoding="utf-8")
+        card_file = ShardFile("README.md", "", 0, card_path.stat().st_size, file_sha256(card_path))
 
-    manifest = build_manifest(
-        version=name,
-        parent=parent.id if parent else "",
-        curator=curator,
-        config_fingerprint=config.fingerprint(),
-        code_version=code_version,
-        ids={key: value.ids for key, value in written.items()},
-        parent_ids=manifest_ids(parent.manifest_json if parent else ""),
-        files=[*written["sft"].shards, *written["rl"].shards, card_file],
-    )
-    if skip_unchanged and version is None and parent is not None and _same_data(manifest, parent):
-        shutil.rmtree(temp)
-        return parent
-    manifest_text = dumps_manifest(manifest)
-    (temp / "manifest.json").write_text(manifest_text, encoding="utf-8")
+        manifest = build_manifest(
+            version=name,
+            parent=parent.id if parent else "",
+            curator=curator,
+            config_fingerprint=config.fingerprint(),
+            code_version=code_version,
+            ids={key: value.ids for key, value in written.items()},
+            parent_ids=manifest_ids(parent.manifest_json if parent else ""),
+            files=[*written["sft"].shards, *written["rl"].shards, card_file],
+        )
+        if skip_unchanged and version is None and parent is not None and _same_data(manifest, parent):
+            shutil.rmtree(temp)
+            return parent
+        manifest_text = dumps_manifest(manifest)
+        (temp / "manifest.json").write_text(manifest_text, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
 
     final = out_root / name
     if final.exists():  # left by an export that crashed after its rename, before recording its row
