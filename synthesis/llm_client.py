@@ -33,7 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+try:  # the HTTP library the installed openai SDK is built on (openai >= 3 ships httpx2, older uses httpx)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the openai version
+    import httpx  # type: ignore[no-redef]
 
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
@@ -436,10 +439,14 @@ class LLMClient:
         resources = self._resources()
         async with resources.semaphore:
             try:
-                raw = await resources.openai.chat.completions.with_raw_response.create(
-                    model=self.config.model, messages=messages, **parameters
+                # The SDK's `post` (auth, error mapping, time-outs) without `create`'s per-call typed
+                # transform of the messages, which costs milliseconds per call on long histories.
+                response = await resources.openai.post(
+                    "/chat/completions",
+                    cast_to=httpx.Response,
+                    body={"model": self.config.model, "messages": messages, **parameters},
                 )
-                body = raw.http_response.content
+                body = response.content
             except openai.APIStatusError as error:
                 status = error.status_code
                 if status == 429 or status >= 500:

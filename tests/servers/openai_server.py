@@ -130,6 +130,11 @@ def completion_body(reply: Completion, request: RecordedRequest, serial: int) ->
     }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # must be set before listen(): benchmarks open many connections at once
+
+
 class ScriptedOpenAIServer:
     def __init__(
         self,
@@ -180,9 +185,7 @@ class ScriptedOpenAIServer:
 
     def start(self) -> ScriptedOpenAIServer:
         handler = type("Handler", (_Handler,), {"scripted": self})
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._http.daemon_threads = True
-        self._http.request_queue_size = 512
+        self._http = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
