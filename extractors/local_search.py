@@ -7,6 +7,7 @@ Hits carry the corpus server's canonical URLs, so results do not depend on the s
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from schemas.protocols import ImageHit, SearchHit
 from schemas.rows import Topic
 
 MAX_IMAGE_HITS = 5
+FILLER_IMAGE_HITS = 2  # images returned when no caption matches the query
 MIN_IMAGE_SCORE_RATIO = 0.3  # image hits scoring under this share of the best one are noise
 MAX_TOP_K = 50
 SNIPPET_CHARS = 200
@@ -201,21 +203,32 @@ class LocalSearch:
         return self.image_search_sync(query, top_k)
 
     def image_search_sync(self, query: str, top_k: int) -> list[ImageHit]:
-        hits = []
-        ranking = self.image_index.search(query, max(1, min(top_k, MAX_IMAGE_HITS)))
-        for ranked in ranking:
-            if ranked.score < ranking[0].score * MIN_IMAGE_SCORE_RATIO:
-                break
-            image = self.images[ranked.position]
-            page = next((title for title in image.articles if title in self._titles), "")
-            hits.append(
-                ImageHit(
-                    url=image.url,
-                    title=image.caption,
-                    page_url=corpus_page_url(page) if page else "",
-                    thumbnail_url=image.url,
-                    width=image.width,
-                    height=image.height,
-                )
-            )
-        return hits
+        wanted = max(1, min(top_k, MAX_IMAGE_HITS))
+        ranking = self.image_index.search(query, wanted)
+        chosen = [
+            self.images[ranked.position]
+            for ranked in ranking
+            if ranked.score >= ranking[0].score * MIN_IMAGE_SCORE_RATIO
+        ]
+        if not chosen:
+            chosen = self.filler_images(query, min(wanted, FILLER_IMAGE_HITS))
+        return [self._image_hit(image) for image in chosen]
+
+    def filler_images(self, query: str, count: int) -> list[CatalogImage]:
+        """Like a web image search, never come back empty: with no caption match, a fixed
+        pseudo-random pick of the catalog per query (the offline catalog has only ~20 images)."""
+        key = " ".join(tokenize(query))
+        return sorted(
+            self.images, key=lambda image: hashlib.sha256(f"{key}\0{image.name}".encode()).hexdigest()
+        )[:count]
+
+    def _image_hit(self, image: CatalogImage) -> ImageHit:
+        page = next((title for title in image.articles if title in self._titles), "")
+        return ImageHit(
+            url=image.url,
+            title=image.caption,
+            page_url=corpus_page_url(page) if page else "",
+            thumbnail_url=image.url,
+            width=image.width,
+            height=image.height,
+        )

@@ -83,7 +83,7 @@ def run(
 
     Example: groundgen run --sft 40 --rl 24
     """
-    from flows.regenerate import STAGE_ORDER
+    from flows.stage_names import STAGE_ORDER
 
     config = resolve_config(config_path, workdir, sft=sft, rl=rl, runner=runner, batch_size=batch_size)
     unknown = sorted(set(stage or []) - set(STAGE_ORDER))

@@ -15,15 +15,15 @@ from prefect import flow
 
 from flows import tasks
 from flows.batches import StageCounts, run_until_done
+from flows.exporting import latest_version
 from flows.settings import code_version
+from flows.stage_names import STAGE_ORDER
 from flows.workspace import Workspace
 from schemas.config import Config
 from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Run, Trajectory
 from warehouse import pending
 from warehouse.store import Warehouse
-
-STAGE_ORDER = ("topics", "prompts", "trajectories", "images", "judgements", "samples", "export")
 
 
 def _submit(task: Any, config: Config) -> Any:
@@ -175,23 +175,19 @@ def regenerate(
             for stage in selected:
                 counts[stage] = vars(STAGES[stage](warehouse, config, run.id))
         except BaseException:
-            warehouse.replace(
-                run.model_copy(
-                    update={
-                        "status": "failed",
-                        "finished_at": datetime.now(UTC),
-                        "counts_json": json.dumps(counts),
-                    }
-                )
-            )
+            _finish(warehouse, run, "failed", counts)
             raise
-        warehouse.replace(
-            run.model_copy(
-                update={
-                    "status": "completed",
-                    "finished_at": datetime.now(UTC),
-                    "counts_json": json.dumps(counts),
-                }
-            )
-        )
-    return {"run_id": run.id, "counts": counts}
+        _finish(warehouse, run, "completed", counts)
+        version = latest_version(warehouse) if counts.get("export", {}).get("rows_written") else None
+    return {
+        "run_id": run.id,
+        "counts": counts,
+        "version": version.model_dump(mode="json", include={"id", "sft_rows", "rl_rows", "path"})
+        if version
+        else None,
+    }
+
+
+def _finish(warehouse: Warehouse, run: Run, status: str, counts: dict[str, dict[str, int]]) -> None:
+    update = {"status": status, "finished_at": datetime.now(UTC), "counts_json": json.dumps(counts)}
+    warehouse.replace(run.model_copy(update=update))

@@ -94,9 +94,11 @@ class Resources:
         if self.config.search.provider == "local":
             from extractors.offline import CORPUS_ALLOW_HOSTS, connect_to_map
 
-            connect_to = connect_to_map(self.corpus_server().port)
+            port = self.corpus_server().port
+            connect_to = connect_to_map(port)
+            # the corpus host and the exact loopback address:port it is pinned to, nothing wider
             fetch_config = fetch_config.model_copy(
-                update={"allow_hosts": [*fetch_config.allow_hosts, *CORPUS_ALLOW_HOSTS]}
+                update={"allow_hosts": [*fetch_config.allow_hosts, *CORPUS_ALLOW_HOSTS, f"127.0.0.1:{port}"]}
             )
         async with SafeFetcher(fetch_config, connect_to=connect_to) as fetcher:
             yield Tools(
@@ -181,7 +183,7 @@ class Resources:
 
                 model = str(build_tiny_pipeline(self.workspace.models / "tiny-sd"))
             return DiffusersPainter(
-                config.painter, model, self.blobs, fingerprint=config.painter_fingerprint()
+                config.painter, model, blobs=self.blobs, fingerprint=config.painter_fingerprint()
             )
 
         return self._once("painter", build)

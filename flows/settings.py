@@ -11,9 +11,14 @@ from pathlib import Path
 
 def configure_prefect(workdir: Path) -> None:
     """Keep Prefect's state inside the work directory and its telemetry off (no DNS look-ups)."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(workdir).resolve() / ".prefect"))
+    if "PREFECT_HOME" not in os.environ:
+        home = Path(workdir).resolve() / ".prefect"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # the temporary server's first start sets up its database: slow on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

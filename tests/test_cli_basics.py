@@ -27,22 +27,28 @@ def test_every_command_has_help_with_an_example_and_is_in_the_readme(name):
     result = runner.invoke(app, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Example" in result.output
-    assert re.search(rf"groundgen {name}\b", README.read_text()), f"`groundgen {name}` is missing from README.md"
+    assert re.search(rf"groundgen {name}\b", README.read_text()), (
+        f"`groundgen {name}` is missing from README.md"
+    )
 
 
 @pytest.fixture
 def workdir(tmp_path):
     with Warehouse(tmp_path / "warehouse.duckdb") as warehouse:
-        warehouse.insert([
-            Topic(id="t1", source="s", title="Ada Lovelace", text="x", category="history"),
-            Topic(id="t2", source="s", title="Mars", text="y", category="astronomy"),
-        ])
+        warehouse.insert(
+            [
+                Topic(id="t1", source="s", title="Ada Lovelace", text="x", category="history"),
+                Topic(id="t2", source="s", title="Mars", text="y", category="astronomy"),
+            ]
+        )
     return tmp_path
 
 
 def test_sql_json_lines(workdir):
-    result = runner.invoke(app, ["sql", "select id, title from topics order by id", "--workdir", str(workdir),
-                                 "--format", "json"])
+    result = runner.invoke(
+        app,
+        ["sql", "select id, title from topics order by id", "--workdir", str(workdir), "--format", "json"],
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.output.splitlines()] == [
         {"id": "t1", "title": "Ada Lovelace"},
@@ -51,10 +57,14 @@ def test_sql_json_lines(workdir):
 
 
 def test_sql_csv_and_parquet(workdir, tmp_path):
-    result = runner.invoke(app, ["sql", "select title from topics order by id", "-w", str(workdir), "-f", "csv"])
+    result = runner.invoke(
+        app, ["sql", "select title from topics order by id", "-w", str(workdir), "-f", "csv"]
+    )
     assert result.output.splitlines() == ["title", "Ada Lovelace", "Mars"]
     target = tmp_path / "out.parquet"
-    result = runner.invoke(app, ["sql", "select * from topics", "-w", str(workdir), "-f", "parquet", "-o", str(target)])
+    result = runner.invoke(
+        app, ["sql", "select * from topics", "-w", str(workdir), "-f", "parquet", "-o", str(target)]
+    )
     assert result.exit_code == 0, result.output
     import pyarrow.parquet as pq
 
