@@ -177,6 +177,86 @@ def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> N
         console.print(table)
 
 
+@app.command()
+def export(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version name (default: next vN, or export.semver).")
+    ] = None,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="hf (Parquet shards + card + manifest, default), llamafactory (SFT as ShareGPT JSON + images) "
+            "or rllm (RL rows: id, prompt, gt_image paths). The last two also write the hf version they come from.",
+        ),
+    ] = "hf",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Folder for llamafactory/rllm files (default: exports/<v>-<format>)."
+        ),
+    ] = None,
+) -> None:
+    """Export the curated samples as a dataset version (exports/<version>/), if they changed.
+
+    Example: groundgen export --format llamafactory
+    """
+    if output_format not in ("hf", "llamafactory", "rllm"):
+        raise fail(f"unknown format {output_format!r}; choose hf, llamafactory or rllm")
+    from flows.exporting import export_now
+
+    config = resolve_config(config_path, workdir)
+    workspace = Workspace(config.workdir)
+    if not workspace.database.exists():
+        raise fail(f"no warehouse at {workspace.database}; run `groundgen run` first (or pass --workdir)")
+    from schemas.errors import GroundgenError
+
+    try:
+        result = export_now(config, version=version, output_format=output_format, output=output)
+    except GroundgenError as error:
+        raise fail(str(error)) from error
+    typer.echo(result)
+
+
+@app.command()
+def push(
+    repo: Annotated[
+        str, typer.Option(help="Hub dataset repo, ORG/NAME (default: the config's hub.repo).")
+    ] = "",
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    version: Annotated[str | None, typer.Option(help="Version to push (default: the latest).")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and list what would be pushed; no network.")
+    ] = False,
+) -> None:
+    """Push a dataset version to the Hugging Face Hub (endpoint and token from HF_ENDPOINT / HF_TOKEN).
+
+    One commit and one tag per version; pushing a version already on the Hub changes nothing, and an
+    interrupted push completes when run again.
+
+    Example: HF_TOKEN=hf_... groundgen push --repo my-org/gen-searcher-data --version v1
+    """
+    from flows.exporting import push_now
+    from schemas.errors import GroundgenError
+
+    config = resolve_config(config_path, workdir)
+    repo = repo or config.hub.repo
+    if not repo or "/" not in repo:
+        raise fail("name the Hub repo as ORG/NAME with --repo (or hub.repo in the config)")
+    try:
+        report = push_now(
+            config, repo, version=version, private=private or config.hub.private, dry_run=dry_run
+        )
+    except GroundgenError as error:
+        raise fail(str(error)) from error
+    typer.echo(report)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

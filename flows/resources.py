@@ -121,51 +121,78 @@ class Resources:
             )
         return endpoint
 
+    def response_cache(self, endpoint: LLMEndpointConfig) -> Any:
+        """One SQLite response cache per endpoint under the work dir: reruns replay, never pay twice."""
+        from synthesis.response_cache import SqliteResponseCache, endpoint_cache_path
+
+        path = endpoint_cache_path(self.workspace.root, endpoint)
+        return self._once(f"cache:{path}", lambda: SqliteResponseCache(path))
+
     def writer(self) -> Any:
+        """Built once per process, so an LLM endpoint's rate limits are shared by every batch."""
         config = self.config
-        if config.writer.kind == "template":
-            from synthesis.template_writer import TemplateWriter
 
-            return self._once(
-                "writer", lambda: TemplateWriter(config.writer, fingerprint=config.writer_fingerprint())
+        def build() -> Any:
+            if config.writer.kind == "template":
+                from synthesis.template_writer import TemplateWriter
+
+                return TemplateWriter(config.writer, fingerprint=config.writer_fingerprint())
+            from synthesis.llm_writer import LLMWriter
+
+            endpoint = self._endpoint("writer")
+            return LLMWriter(
+                endpoint,
+                config.writer,
+                fingerprint=config.writer_fingerprint(),
+                cache=self.response_cache(endpoint),
             )
-        from synthesis.llm_writer import LLMWriter
 
-        return self._once(
-            "writer",
-            lambda: LLMWriter(
-                self._endpoint("writer"), config.writer, fingerprint=config.writer_fingerprint()
-            ),
-        )
+        return self._once("writer", build)
 
     def teacher(self) -> Any:
         config = self.config
-        if config.teacher.kind == "scripted":
-            from synthesis.scripted_teacher import ScriptedTeacher
 
-            return ScriptedTeacher(config.teacher, fingerprint=config.teacher_fingerprint(), blobs=self.blobs)
-        from synthesis.llm_teacher import LLMTeacher
+        def build() -> Any:
+            if config.teacher.kind == "scripted":
+                from synthesis.scripted_teacher import ScriptedTeacher
 
-        summary = config.llm.summary
-        return LLMTeacher(
-            self._endpoint("teacher"),
-            config.teacher,
-            fingerprint=config.teacher_fingerprint(),
-            blobs=self.blobs,
-            summary_endpoint=summary,
-        )
+                return ScriptedTeacher(
+                    config.teacher, fingerprint=config.teacher_fingerprint(), blobs=self.blobs
+                )
+            from synthesis.llm_teacher import LLMTeacher
+
+            endpoint = self._endpoint("teacher")
+            return LLMTeacher(
+                endpoint,
+                config.teacher,
+                fingerprint=config.teacher_fingerprint(),
+                blobs=self.blobs,
+                summary_endpoint=config.llm.summary,
+                cache=self.response_cache(endpoint),
+            )
+
+        return self._once("teacher", build)
 
     def judge(self) -> Any:
         config = self.config
-        if config.judge.kind == "rules":
-            from filters.rule_judge import RuleOnlyJudge
 
-            return RuleOnlyJudge(config.judge, judge_fingerprint=config.judge_fingerprint())
-        from filters.llm_judge import LLMJudge
+        def build() -> Any:
+            if config.judge.kind == "rules":
+                from filters.rule_judge import RuleOnlyJudge
 
-        return LLMJudge(
-            self._endpoint("judge"), config.judge, self.blobs, fingerprint=config.judge_fingerprint()
-        )
+                return RuleOnlyJudge(config.judge, judge_fingerprint=config.judge_fingerprint())
+            from filters.llm_judge import LLMJudge
+
+            endpoint = self._endpoint("judge")
+            return LLMJudge(
+                endpoint,
+                config.judge,
+                self.blobs,
+                fingerprint=config.judge_fingerprint(),
+                cache=self.response_cache(endpoint),
+            )
+
+        return self._once("judge", build)
 
     def painter(self) -> Any:
         config = self.config

@@ -180,9 +180,10 @@ class Config(Section):
         return fingerprint({"judge": self.judge, "llm": self.llm.judge})
 
     def curation_fingerprint(self) -> str:
-        return fingerprint(
-            {"curation": self.curation, "sizes": self.sizes.model_dump(exclude={"oversample"})}
-        )
+        """The filters' settings. Sizes are quotas, not part of a decision's identity: raising them
+        mines new topics whose samples fill the larger quotas, and `groundgen export` without the
+        run's --sft/--rl still finds the run's samples."""
+        return fingerprint({"curation": self.curation})
 
     def fingerprint(self) -> str:
         return fingerprint(self.model_dump(mode="json", exclude={"workdir", "runner", "batch_size"}))

@@ -167,3 +167,41 @@ def test_resume_after_sigkill_gives_the_same_rows(tmp_path, finished_run, prefec
         assert (workdir / "exports/v1/data" / name).read_bytes() == (
             reference_dir / "exports/v1/data" / name
         ).read_bytes()
+
+
+def test_cli_export_formats_and_push_to_a_hub(finished_run, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.servers.hub_server import run_hub_server
+
+    workdir, _, result = finished_run
+    cli = CliRunner()
+    exported = cli.invoke(app, ["export", "-w", str(workdir)])
+    assert exported.exit_code == 0, exported.output
+    assert exported.output.startswith("unchanged since v1:")  # no change since the run's own export
+    llamafactory = cli.invoke(
+        app, ["export", "-w", str(workdir), "-f", "llamafactory", "-o", str(tmp_path / "lf")]
+    )
+    assert llamafactory.exit_code == 0, llamafactory.output
+    rows = json.loads((tmp_path / "lf" / "groundgen_sft.json").read_text())
+    assert len(rows) == result["version"]["sft_rows"]
+    assert json.loads((tmp_path / "lf" / "dataset_info.json").read_text())
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    with run_hub_server(token="hf_secret_token_for_tests") as (endpoint, state):
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_token_for_tests")
+        pushed = cli.invoke(app, ["push", "--repo", "org/groundgen-test", "-w", str(workdir)])
+        assert pushed.exit_code == 0, pushed.output
+        assert pushed.output.startswith(f"pushed v1 to {endpoint}/datasets/org/groundgen-test @ ")
+        again = cli.invoke(
+            app, ["push", "--repo", "org/groundgen-test", "-w", str(workdir), "--version", "v1"]
+        )
+        assert again.output.strip() == "org/groundgen-test already has v1 (tag v1); nothing changed"
+        missing = cli.invoke(
+            app, ["push", "--repo", "org/groundgen-test", "-w", str(workdir), "--version", "v9"]
+        )
+        assert missing.exit_code == 2
+        assert "version v9 does not exist (versions: v1)" in missing.output
+        assert "hf_secret_token_for_tests" not in pushed.output + again.output + missing.output
