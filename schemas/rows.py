@@ -182,6 +182,36 @@ class Sample(Row):
     curator: str = ""  # fingerprint of the curation configuration
 
 
+# --- caches and sources ---------------------------------------------------------------------------
+
+
+class PageRecord(Row):
+    """A fetched page (or the error fetching it), cached so reruns and other trajectories reuse it.
+
+    id = content_id(url). Workers keep their own page cache file and return these rows; the flow
+    writes them here, so the pages a dataset was built from can be inspected with SQL."""
+
+    url: str
+    final_url: str = ""
+    status: int = 0
+    content_type: str = ""
+    fetched_at: datetime
+    title: str = ""
+    text: str = ""
+    error_class: str = ""
+    error: str = ""
+
+
+class SourceState(Row):
+    """A topic source's refresh watermark (id = source name, plus a feed URL for per-feed sources)."""
+
+    source: str
+    watermark: str = ""  # source-specific: an ISO timestamp, a MediaWiki rcid, a set fingerprint
+    etag: str = ""
+    last_modified: str = ""
+    updated_at: datetime
+
+
 # --- bookkeeping ----------------------------------------------------------------------------------
 
 

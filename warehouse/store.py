@@ -20,9 +20,11 @@ from schemas.rows import (
     Failure,
     Image,
     Judgement,
+    PageRecord,
     Prompt,
     Run,
     Sample,
+    SourceState,
     Topic,
     Trajectory,
     Version,
@@ -41,6 +43,8 @@ TABLES: dict[str, type[BaseModel]] = {
     "failures": Failure,
     "runs": Run,
     "versions": Version,
+    "pages": PageRecord,
+    "source_states": SourceState,
 }
 
 INDEXES_SQL = (
