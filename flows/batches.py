@@ -7,6 +7,8 @@ raised after Prefect's retries becomes one failure row per input row; the run go
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,10 @@ from pydantic import BaseModel
 from flows.progress import reporter
 from schemas.errors import RowError
 from warehouse.store import Warehouse
+
+# Set only by bench/pipeline.py: run the same task functions on a plain executor, without Prefect,
+# to measure what orchestration costs.
+direct_executor: ContextVar[Executor | None] = ContextVar("direct_executor", default=None)
 
 
 @dataclass

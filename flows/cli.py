@@ -100,10 +100,16 @@ def _print_run_summary(config: Config, result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {result['run_id']}", show_edge=False)
-    for column in ("stage", "inputs", "rows written", "failures"):
+    for column in ("stage", "inputs", "rows written", "failures", "seconds"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     for stage, counts in result["counts"].items():
-        table.add_row(stage, str(counts["inputs"]), str(counts["rows_written"]), str(counts["failures"]))
+        table.add_row(
+            stage,
+            str(counts["inputs"]),
+            str(counts["rows_written"]),
+            str(counts["failures"]),
+            f"{counts['seconds']:.1f}",
+        )
     console = Console()
     console.print(table)
     version = result.get("version")

@@ -7,6 +7,7 @@ each batch, ids are content hashes, and writes are insert-if-absent.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from prefect import flow
 
 from flows import tasks
-from flows.batches import StageCounts, run_until_done
+from flows.batches import StageCounts, direct_executor, run_until_done
 from flows.exporting import latest_version
 from flows.settings import code_version
 from flows.stage_names import STAGE_ORDER
@@ -28,6 +29,9 @@ from warehouse.store import Warehouse
 
 def _submit(task: Any, config: Config) -> Any:
     payload = config.model_dump(mode="json")
+    executor = direct_executor.get()
+    if executor is not None:
+        return lambda batch: executor.submit(task.fn, payload, batch)
     return lambda batch: task.submit(payload, batch)
 
 
@@ -173,7 +177,9 @@ def regenerate(
         warehouse.replace(run)
         try:
             for stage in selected:
+                started = time.perf_counter()
                 counts[stage] = vars(STAGES[stage](warehouse, config, run.id))
+                counts[stage]["seconds"] = round(time.perf_counter() - started, 3)
         except BaseException:
             _finish(warehouse, run, "failed", counts)
             raise

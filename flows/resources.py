@@ -82,12 +82,19 @@ class Resources:
             return SearxngSearch.from_config(search)
         raise ConfigurationError(f"unknown search provider {search.provider!r}")
 
+    def page_cache(self) -> Any:
+        """The browse tool's page cache (`<workdir>/cache/pages.sqlite`), shared by every batch."""
+        from extractors.page_cache import PageCache, page_cache_path
+
+        return self._once("page_cache", lambda: PageCache(page_cache_path(self.workspace.root)))
+
     @asynccontextmanager
     async def tools(self) -> AsyncIterator[Tools]:
         """The teacher's tools for one batch (HTTP clients live as long as the batch's event loop)."""
         from extractors.browse import PageBrowser
         from extractors.fetcher import SafeFetcher
         from extractors.images import ReferenceImageDownloader
+        from extractors.page_cache import FULL_TEXT_CHARS, CachingBrowser
 
         connect_to: dict[str, str] = {}
         fetch_config = self.config.fetch
@@ -101,9 +108,11 @@ class Resources:
                 update={"allow_hosts": [*fetch_config.allow_hosts, *CORPUS_ALLOW_HOSTS, f"127.0.0.1:{port}"]}
             )
         async with SafeFetcher(fetch_config, connect_to=connect_to) as fetcher:
+            # whole pages are extracted once and cached per work dir; passages are chosen per query
+            full_pages = PageBrowser(fetcher, max_chars=FULL_TEXT_CHARS)
             yield Tools(
                 search=self.search_backend(),
-                browser=PageBrowser(fetcher),
+                browser=CachingBrowser(full_pages, self.page_cache()),
                 images=ReferenceImageDownloader(fetcher, self.blobs),
             )
 
@@ -202,7 +211,12 @@ class Resources:
                 from synthesis.http_painter import HTTPPainter
 
                 return HTTPPainter(config.painter, self.blobs, fingerprint=config.painter_fingerprint())
+            from transformers.utils import logging as transformers_logging
+
             from synthesis.painter import DiffusersPainter
+
+            # CLIP-sized text encoders truncate long grounded prompts; that is expected, not news per row
+            transformers_logging.set_verbosity_error()
 
             model = config.painter.model
             if config.painter.kind == "tiny" or not model:

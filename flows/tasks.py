@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.cache_policies import NONE
 
-from flows.batches import BatchResult, StageCounts, write_result
+from flows.batches import BatchResult, StageCounts, direct_executor, write_result
 from flows.resources import resources_for
 from schemas.config import Config
 from schemas.errors import GroundgenError, RowError
@@ -63,6 +63,8 @@ def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResu
 
 @task(name="run-teacher", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
 def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResult:
+    from extractors.page_cache import page_records
+
     resources = resources_for(Config.model_validate(config_data))
     teacher = resources.teacher()
 
@@ -73,7 +75,11 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
                 outcome = await teacher.run(prompt, tools)
                 return [*outcome.reference_images, outcome.trajectory]
 
-            return await _gather_rows(prompts, lambda p: p.id, run, resources.model_concurrency("teacher"))
+            result = await _gather_rows(
+                prompts, lambda p: p.id, run, resources.model_concurrency("teacher")
+            )
+            result.rows.extend(page_records(tools))  # the pages browsed: the flow fills `pages`
+            return result
 
     return asyncio.run(batch())
 
@@ -114,7 +120,11 @@ def mine_topics_into(warehouse: Any, config: Config, run_id: str) -> StageCounts
 
     wanted = config.sizes.prompts_wanted
     reporter().start("topics", wanted)
-    topics = mine_topics.submit(config.model_dump(mode="json"), wanted).result()
+    payload = config.model_dump(mode="json")
+    if direct_executor.get() is not None:
+        topics = mine_topics.fn(payload, wanted)
+    else:
+        topics = mine_topics.submit(payload, wanted).result()
     counts = write_result(warehouse, "topics", run_id, [], BatchResult(rows=list(topics)))
     counts.inputs = len(topics)
     reporter().finish("topics")

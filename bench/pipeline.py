@@ -1,0 +1,99 @@
+"""Offline pipeline benchmark: wall time per stage, and what Prefect orchestration costs.
+
+Runs the same `regenerate` flow twice in this process on fresh work directories:
+  1. direct  — the same task functions called on a plain ThreadPoolExecutor (no Prefect),
+  2. prefect — the real Prefect flow with its thread task runner and task-run records,
+and prints per-stage wall times and the overhead ratio prefect / direct (target: ≤ 1.10).
+
+    python -m bench.pipeline --prompts 1000        # about 20-30 minutes on 2 cores
+    python -m bench.pipeline --prompts 100         # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from flows.batches import direct_executor
+from flows.runner import run_regenerate, task_runner_for
+from flows.settings import configure_prefect
+from flows.stage_names import STAGE_ORDER
+from schemas.config import Config, SizesConfig
+
+
+def config_for(workdir: Path, prompts: int, batch_size: int) -> Config:
+    # sizes chosen so that `prompts_wanted` equals the requested prompt count
+    sft = round(prompts * 0.625)
+    rl = prompts - sft
+    return Config(workdir=workdir, batch_size=batch_size, sizes=SizesConfig(sft=sft, rl=rl, oversample=1.0))
+
+
+def run_direct(config: Config) -> tuple[float, dict]:
+    from flows.regenerate import regenerate
+
+    workers = task_runner_for(config)._max_workers if config.runner == "threads" else 4
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        token = direct_executor.set(executor)
+        try:
+            result = regenerate.fn(config.model_dump(mode="json"), None, "bench-direct")
+        finally:
+            direct_executor.reset(token)
+    return time.perf_counter() - started, result
+
+
+def run_prefect(config: Config) -> tuple[float, dict]:
+    started = time.perf_counter()
+    result = run_regenerate(config, command="bench-prefect")
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--prompts", type=int, default=1000, help="prompts (and trajectories) per run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="groundgen-bench-"))
+    os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+    configure_prefect(root)
+    print(f"offline pipeline, {args.prompts} prompts, batch size {args.batch_size}, {os.cpu_count()} cores")
+
+    # warm-up: load the corpus, build the search index and the tiny pipeline once, start Prefect's server
+    run_prefect(config_for(root / "warmup", 8, args.batch_size))
+
+    direct_seconds, direct = run_direct(config_for(root / "direct", args.prompts, args.batch_size))
+    prefect_seconds, prefect = run_prefect(config_for(root / "prefect", args.prompts, args.batch_size))
+
+    print(f"\n{'stage':<14}{'rows':>8}{'direct s':>11}{'prefect s':>11}{'ratio':>8}")
+    for stage in STAGE_ORDER:
+        d, p = direct["counts"][stage], prefect["counts"][stage]
+        ratio = p["seconds"] / d["seconds"] if d["seconds"] else float("nan")
+        print(f"{stage:<14}{p['rows_written']:>8}{d['seconds']:>11.2f}{p['seconds']:>11.2f}{ratio:>8.3f}")
+    overhead = prefect_seconds / direct_seconds
+    print(f"{'total':<14}{'':>8}{direct_seconds:>11.2f}{prefect_seconds:>11.2f}{overhead:>8.3f}")
+    print(
+        f"\norchestration overhead (prefect / direct wall time): {overhead:.3f}  "
+        f"({(overhead - 1) * 100:+.1f}%, target ≤ +10%)"
+    )
+    same = (
+        direct["version"]
+        and prefect["version"]
+        and (direct["version"]["sft_rows"], direct["version"]["rl_rows"])
+        == (prefect["version"]["sft_rows"], prefect["version"]["rl_rows"])
+    )
+    print(f"same dataset sizes from both paths: {bool(same)}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
