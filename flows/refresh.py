@@ -1,0 +1,281 @@
+"""The `refresh` flow: mine only topics new since each source's watermark, run them through every stage,
+and export a new version when enough new samples were kept.
+
+Rules (README "Refreshes and schedules"):
+- New topics: what the source yields now that the warehouse does not hold yet, in the category-
+  interleaved order, at most `max_topics`. Live sources (MediaWiki, RSS) also read only what changed
+  since their watermark (`topics_since`); the offline source's watermark is a fingerprint of the topic
+  set it yielded (it changes with a newly enabled category or a new corpus version).
+- Quotas: each split's quota is raised by the new topics' share of it: quota(s) = max(sizes.s, kept(s))
+  + ceil(new_topics * sizes.s / (sizes.sft + sizes.rl)). Sizes are not part of the curator fingerprint,
+  so earlier decisions keep their identity.
+- Export: a new version when at least `min_new` kept samples are not in the latest version yet; its
+  manifest's `added` is exactly those samples. Otherwise nothing is exported and the result says so.
+- One refresh at a time per work directory: a lock file naming the holder's PID.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from extractors.topic_selection import interleave_by_category
+from flows.batches import BatchResult, StageCounts, write_result
+from flows.settings import code_version
+from flows.workspace import Workspace
+from schemas.config import Config, SizesConfig
+from schemas.errors import GroundgenError
+from schemas.ids import fingerprint
+from schemas.rows import Run, Sample, SourceState, Topic
+from warehouse.blobs import BlobStore
+from warehouse.export import export_version, previous_version
+from warehouse.manifest import manifest_ids
+from warehouse.store import Warehouse
+
+REFRESH_STAGES = ("prompts", "trajectories", "images", "judgements", "samples")
+LOCK_NAME = "refresh.lock"
+
+
+class RefreshLockedError(GroundgenError):
+    """Another refresh holds this work directory's lock."""
+
+
+# --- lock ------------------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def refresh_lock(workdir: Path) -> Iterator[Path]:
+    """Exclusive lock file `<workdir>/refresh.lock` holding the PID; a dead holder's lock is taken over."""
+    path = Path(workdir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            pid = int(holder.get("pid", 0) or 0)
+            if pid and _alive(pid):
+                raise RefreshLockedError(
+                    f"another refresh is running in {workdir} (pid {pid}, since {holder.get('since', '?')}); "
+                    f"wait for it, or remove {path} if that process is gone"
+                ) from None
+            path.unlink(missing_ok=True)  # stale: its holder died
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump({"pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}, handle)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    raise RefreshLockedError(f"could not take the refresh lock {path}")
+
+
+# --- new topics ------------------------------------------------------------------------------------
+
+
+def source_key(config: Config) -> str:
+    topics = config.topics
+    return topics.source if not topics.urls else f"{topics.source}:{','.join(topics.urls)}"
+
+
+def _state(warehouse: Warehouse, key: str) -> SourceState | None:
+    rows = warehouse.rows(SourceState, "id = ?", [key])
+    return rows[0] if rows else None
+
+
+def new_topics(
+    source: Any, warehouse: Warehouse, key: str, max_topics: int
+) -> tuple[list[Topic], SourceState]:
+    """Topics not in the warehouse yet (category-interleaved, at most `max_topics`) and the new state."""
+    state = _state(warehouse, key)
+    now = datetime.now(UTC)
+    if hasattr(source, "topics_since"):
+        candidates, new_state = source.topics_since(state)
+        new_state = new_state.model_copy(update={"id": key})
+    else:
+        candidates = list(source.topics())
+        new_state = SourceState(
+            id=key,
+            source=source.name,
+            watermark=fingerprint(sorted(t.id for t in candidates)),
+            updated_at=now,
+        )
+    known = warehouse.ids(Topic, "id IN (SELECT unnest(?))", [sorted({t.id for t in candidates})])
+    fresh = interleave_by_category(t for t in candidates if t.id not in known)
+    taken = fresh[:max_topics]
+    left = fresh[max_topics:]
+    if left and hasattr(source, "topics_since"):
+        # never move a live watermark past a topic not mined yet: restart at the oldest one left
+        times = [t.updated_at for t in left if t.updated_at is not None]
+        if times:
+            oldest = min(times).astimezone(UTC).isoformat().replace("+00:00", "Z")
+            new_state = new_state.model_copy(update={"watermark": oldest})
+    elif left:
+        new_state = new_state.model_copy(update={"watermark": (state.watermark if state else "")})
+    return taken, new_state
+
+
+def raised_sizes(sizes: SizesConfig, kept: dict[str, int], added_topics: int) -> SizesConfig:
+    """Quotas for a refresh: each split grows by its share of the new topics (see the module doc)."""
+    whole = sizes.sft + sizes.rl
+    if whole == 0 or added_topics == 0:
+        return sizes.model_copy(update={"sft": max(sizes.sft, kept["sft"]), "rl": max(sizes.rl, kept["rl"])})
+    return sizes.model_copy(
+        update={
+            split: max(getattr(sizes, split), kept[split])
+            + math.ceil(added_topics * getattr(sizes, split) / whole)
+            for split in ("sft", "rl")
+        }
+    )
+
+
+def _kept(warehouse: Warehouse, curator: str) -> dict[str, int]:
+    counts = {"sft": 0, "rl": 0}
+    for row in warehouse.query(
+        "SELECT split, count(*) AS n FROM samples WHERE curator = ? AND status = 'kept' GROUP BY 1", [curator]
+    ).to_pylist():
+        counts[row["split"]] = row["n"]
+    return counts
+
+
+def unexported_kept(warehouse: Warehouse, curator: str) -> list[str]:
+    """Kept samples of this curator that the latest version does not hold yet (sorted ids)."""
+    latest = previous_version(warehouse)
+    exported = {i for ids in manifest_ids(latest.manifest_json if latest else "").values() for i in ids}
+    kept = warehouse.ids(Sample, "curator = ? AND status = 'kept'", [curator])
+    return sorted(kept - exported)
+
+
+# --- the flow --------------------------------------------------------------------------------------
+
+
+def _run_id() -> str:
+    try:
+        from prefect.runtime import flow_run
+
+        if flow_run.id:
+            return str(flow_run.id).replace("-", "")[:24]
+    except Exception:  # noqa: BLE001 - outside a flow run: any id will do
+        pass
+    return uuid.uuid4().hex[:24]
+
+
+@flow(name="refresh", log_prints=True)
+def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
+    """Mine new topics, process only them, export a version when >= `min_new` new samples were kept."""
+    from flows.regenerate import STAGES
+    from flows.resources import resources_for
+
+    config = Config.model_validate(config_data)
+    workspace = Workspace(config.workdir).create()
+    with refresh_lock(workspace.root), Warehouse(workspace.database) as warehouse:
+        run = Run(
+            id=_run_id(),
+            started_at=datetime.now(UTC),
+            status="running",
+            command="refresh",
+            config_fingerprint=config.fingerprint(),
+            code_version=code_version(),
+        )
+        warehouse.replace(run)
+        counts: dict[str, Any] = {}
+        summary: dict[str, Any] = {"new_topics": 0, "new_samples": 0, "version": None}
+        try:
+            key = source_key(config)
+            source = resources_for(config).topic_source()
+            topics, state = new_topics(source, warehouse, key, max_topics)
+            topic_counts = write_result(warehouse, "topics", run.id, [], BatchResult(rows=list(topics)))
+            topic_counts.inputs = len(topics)
+            counts["topics"] = vars(topic_counts)
+            summary["new_topics"] = len(topics)
+            curator = config.curation_fingerprint()
+            stage_config = config.model_copy(
+                update={"sizes": raised_sizes(config.sizes, _kept(warehouse, curator), len(topics))}
+            )
+            for stage in REFRESH_STAGES:
+                counts[stage] = vars(STAGES[stage](warehouse, stage_config, run.id))
+            warehouse.replace(state.model_copy(update={"updated_at": datetime.now(UTC)}))
+            new = unexported_kept(warehouse, curator)
+            summary["new_samples"] = len(new)
+            if new and len(new) >= min_new:
+                counts["export"] = vars(_export(warehouse, stage_config, workspace))
+                latest = previous_version(warehouse)
+                summary["version"] = latest.id if latest else None
+            else:
+                counts["export"] = vars(StageCounts())
+            summary["message"] = _message(summary, min_new)
+            print(summary["message"])
+        except BaseException:
+            _finish(warehouse, run, "failed", counts, summary)
+            raise
+        _finish(warehouse, run, "completed", counts, summary)
+    return {"run_id": run.id, "counts": counts, **summary}
+
+
+def _export(warehouse: Warehouse, config: Config, workspace: Workspace) -> StageCounts:
+    before = previous_version(warehouse)
+    version = export_version(
+        warehouse,
+        BlobStore(workspace.blobs),
+        workspace.exports,
+        config,
+        curator=config.curation_fingerprint(),
+        code_version=code_version(),
+    )
+    new = before is None or version.id != before.id
+    return StageCounts(inputs=version.sft_rows + version.rl_rows, rows_written=int(new), batches=1)
+
+
+def _message(summary: dict[str, Any], min_new: int) -> str:
+    if summary["version"]:
+        return (
+            f"refresh: {summary['new_topics']} new topics, {summary['new_samples']} new samples kept "
+            f"-> dataset version {summary['version']}"
+        )
+    if summary["new_topics"] == 0 and summary["new_samples"] == 0:
+        return "refresh: nothing new since the last refresh; no version exported"
+    return (
+        f"refresh: {summary['new_topics']} new topics, {summary['new_samples']} new samples kept "
+        f"(fewer than --min-new {min_new}); no version exported"
+    )
+
+
+def _finish(
+    warehouse: Warehouse, run: Run, status: str, counts: dict[str, Any], summary: dict[str, Any]
+) -> None:
+    record = {**counts, "refresh": {k: v for k, v in summary.items() if k != "message"}}
+    update = {"status": status, "finished_at": datetime.now(UTC), "counts_json": json.dumps(record)}
+    warehouse.replace(run.model_copy(update=update))
+
+
+def run_refresh(config: Config, max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
+    """Start the refresh flow in this process with the configured task runner."""
+    from flows.runner import task_runner_for
+    from flows.settings import configure_prefect
+
+    configure_prefect(config.workdir)
+    payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
+    return refresh.with_options(task_runner=task_runner_for(config))(payload, max_topics, min_new)
