@@ -117,6 +117,44 @@ class PainterConfig(Section):
     cpu_offload: bool = False
     base_url: str = ""
     api_key_env: str = ""
+    # Added later; each is left out of dumps (and so of every fingerprint) while at its default, so
+    # configs that do not set them keep the fingerprints and ids they had before.
+    pipeline: Literal["auto", "text2img", "img2img", "edit"] = Field(
+        "auto",
+        exclude_if=lambda value: value == "auto",
+        description="how rows with references are painted: 'auto' (diffusers: image-to-image variant "
+        "when the pipeline has one; http: generations only), 'text2img' (ignore references), 'img2img' "
+        "(first reference as init image), 'edit' (every chosen reference, up to max_references: a "
+        "multi-image edit pipeline's image=[...], or the http /images/edits endpoint)",
+    )
+    size: str = Field(
+        "", exclude_if=lambda value: value == "", description="http: size sent to the API; '' = WIDTHxHEIGHT"
+    )
+    send_seed: bool = Field(
+        True, exclude_if=lambda value: value is True, description="http: send the per-row seed"
+    )
+    response_format: str = Field(
+        "b64_json",
+        exclude_if=lambda value: value == "b64_json",
+        description="http: response_format sent to the API ('' = do not send it)",
+    )
+    timeout_s: float = Field(300, gt=0, exclude_if=lambda value: value == 300)
+    max_concurrency: int = Field(4, ge=1, exclude_if=lambda value: value == 4)
+    max_retries: int = Field(4, ge=0, exclude_if=lambda value: value == 4)
+
+
+# Painter settings that change how fast images are made, not what they are.
+PAINTER_RUNTIME_FIELDS = frozenset(
+    {
+        "batch_size",
+        "device",
+        "attention_slicing",
+        "cpu_offload",
+        "timeout_s",
+        "max_concurrency",
+        "max_retries",
+    }
+)
 
 
 class JudgeConfig(Section):
@@ -172,9 +210,7 @@ class Config(Section):
         return fingerprint({"teacher": self.teacher, "llm": self.llm.teacher, "search": self.search.provider})
 
     def painter_fingerprint(self) -> str:
-        return fingerprint(
-            self.painter.model_dump(exclude={"batch_size", "device", "attention_slicing", "cpu_offload"})
-        )
+        return fingerprint(self.painter.model_dump(exclude=set(PAINTER_RUNTIME_FIELDS)))
 
     def judge_fingerprint(self) -> str:
         return fingerprint({"judge": self.judge, "llm": self.llm.judge})

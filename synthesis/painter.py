@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from schemas.config import PainterConfig
+from schemas.config import PAINTER_RUNTIME_FIELDS, PainterConfig
 from schemas.errors import ConfigurationError, PainterError, RowError
 from schemas.ids import content_id, fingerprint
 from schemas.protocols import PaintRequest
@@ -28,12 +28,16 @@ from schemas.rows import Image
 
 TINY_MODEL_NAME = "groundgen-tiny-sd"
 IMG2IMG_STRENGTH = 0.75
-_FINGERPRINT_EXCLUDE = {"batch_size", "device", "attention_slicing", "cpu_offload"}
 
 
 def painter_fingerprint(config: PainterConfig) -> str:
     """What a painted image depends on (the same fields as `Config.painter_fingerprint`)."""
-    return fingerprint(config.model_dump(exclude=_FINGERPRINT_EXCLUDE))
+    return fingerprint(config.model_dump(exclude=set(PAINTER_RUNTIME_FIELDS)))
+
+
+def model_label(model: str, revision: str = "") -> str:
+    """What an `Image` row's `model` says: the model id, with `@revision` when the revision is known."""
+    return f"{model}@{revision}" if model and revision else model
 
 
 def row_seed(config_seed: int, trajectory_id: str) -> int:

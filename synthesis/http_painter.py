@@ -1,0 +1,270 @@
+"""Ground-truth painter over an OpenAI-images-compatible HTTP API (hosted or self-served generators).
+
+Text rows: `POST {base_url}/images/generations` with JSON `model, prompt, size, n=1,
+response_format` and the per-row `seed` (unless `send_seed = false`: OpenAI itself has no seed).
+Rows with references, when `painter.pipeline` is "edit" (every chosen reference, up to
+`max_references`) or "img2img" (the first one): `POST {base_url}/images/edits` as multipart with the
+same fields and the reference images as `image` (one) or `image[]` (several, as the OpenAI SDK sends
+them). Otherwise references are ignored.
+
+Resilience: an explicit time-out per request; up to `max_retries` retries, only for 429 and 5xx
+answers (waiting `Retry-After` when given, else full-jitter exponential backoff) and for connections
+that could not be opened (nothing was sent). A read time-out is not retried: the server may still be
+painting (and billing) the image. At most `max_concurrency` requests are in flight. The API key comes
+from the environment variable named by `api_key_env` and is redacted from every message.
+
+The returned image is validated and normalised like a downloaded reference
+(`extractors.images.validate_and_normalize`: broken, truncated or bomb images are refused), stored in
+the blob store, and described by an `Image` row as `DiffusersPainter` does. Every per-row failure is a
+`PainterError` row error; the other rows of the batch go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from extractors.images import validate_and_normalize
+from extractors.rate_limit import backoff_delay, redact, retry_after_seconds
+from schemas.config import PainterConfig
+from schemas.errors import ConfigurationError, ImageValidationError, PainterError, RowError
+from schemas.ids import content_id
+from schemas.protocols import PaintRequest
+from schemas.rows import Image
+from synthesis.painter import model_label, painter_fingerprint, row_seed
+
+logger = logging.getLogger(__name__)
+Sleep = Callable[[float], Awaitable[None]]
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a b64 PNG of 2048x2048 is ~16 MB
+MIN_SIDE = 8
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+
+
+def is_retryable_status(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+def _mime(data: bytes) -> tuple[str, str]:
+    if data.startswith(b"\x89PNG"):
+        return "png", "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "jpg", "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", "image/webp"
+    return "bin", "application/octet-stream"
+
+
+def _error_detail(body: bytes) -> str:
+    """The API's own error message (OpenAI style `{"error": {"message": ...}}`), shortened."""
+    try:
+        message = httpx.Response(200, content=body).json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace")
+    return str(message)[:300]
+
+
+def decode_image_response(body: bytes) -> bytes:
+    """The image bytes of an images API answer (`data[0].b64_json`). Raises PainterError."""
+    try:
+        item = httpx.Response(200, content=body).json()["data"][0]
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise PainterError(
+            f"images API answer is not {{'data': [{{'b64_json': ...}}]}} ({error!r})"
+        ) from None
+    if not isinstance(item, dict) or not item.get("b64_json"):
+        if isinstance(item, dict) and item.get("url"):
+            raise PainterError("images API answered with a URL; set painter.response_format = 'b64_json'")
+        raise PainterError("images API answer has no b64_json image")
+    try:
+        return base64.b64decode(item["b64_json"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise PainterError(f"images API answer has invalid base64: {error}") from None
+
+
+class HTTPPainter:
+    """`Painter` backend for an OpenAI-images-compatible API."""
+
+    def __init__(
+        self,
+        config: PainterConfig,
+        blobs: Any,
+        *,
+        fingerprint: str | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ):
+        if not config.base_url:
+            raise ConfigurationError("painter.kind = 'http' needs painter.base_url (e.g. https://host/v1)")
+        if not config.model:
+            raise ConfigurationError("painter.kind = 'http' needs painter.model (the API's model name)")
+        self.api_key = ""
+        if config.api_key_env:
+            self.api_key = os.environ.get(config.api_key_env, "")
+            if not self.api_key:
+                raise ConfigurationError(
+                    f"painter.api_key_env names {config.api_key_env}, which is not set in the environment"
+                )
+        self.config = config
+        self.blobs = blobs
+        self.fingerprint = fingerprint or painter_fingerprint(config)
+        self.model_name = model_label(config.model, config.revision)
+        self.base_url = config.base_url.rstrip("/")
+        self.size = config.size or f"{config.width}x{config.height}"
+        self.sleep = sleep
+        self.timeout = httpx.Timeout(config.timeout_s, connect=min(30.0, config.timeout_s))
+
+    # --- the Painter protocol --------------------------------------------------------------------
+
+    def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.paint_async(requests))
+        # called from inside an event loop (a notebook, an async task): paint on a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.paint_async(requests)).result()
+
+    async def paint_async(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
+        limit = self.config.max_concurrency
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        semaphore = asyncio.Semaphore(limit)
+        async with httpx.AsyncClient(
+            headers=headers,
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            follow_redirects=False,
+            trust_env=False,
+        ) as client:
+            outcomes = await asyncio.gather(*(self._one(client, semaphore, request) for request in requests))
+        images = [outcome for outcome in outcomes if isinstance(outcome, Image)]
+        errors = [outcome for outcome in outcomes if isinstance(outcome, RowError)]
+        return images, errors
+
+    # --- one row ---------------------------------------------------------------------------------
+
+    def _references(self, request: PaintRequest) -> list[bytes]:
+        mode = self.config.pipeline
+        if mode not in ("edit", "img2img") or not request.reference_sha256 or self.config.max_references == 0:
+            return []
+        wanted = request.reference_sha256[: 1 if mode == "img2img" else self.config.max_references]
+        references = []
+        for sha256 in wanted:
+            try:
+                references.append(self.blobs.read(sha256))
+            except (FileNotFoundError, KeyError) as error:
+                raise PainterError(f"reference image {sha256} is not in the blob store") from error
+        return references
+
+    async def _one(
+        self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore, request: PaintRequest
+    ) -> Image | RowError:
+        trajectory = request.trajectory
+        try:
+            if not trajectory.gen_prompt.strip():
+                raise PainterError(
+                    f"trajectory {trajectory.id} has no gen_prompt (ending {trajectory.ending})"
+                )
+            references = self._references(request)
+            seed = row_seed(self.config.seed, trajectory.id)
+            fields: dict[str, Any] = {
+                "model": self.config.model,
+                "prompt": trajectory.gen_prompt,
+                "n": 1,
+                "size": self.size,
+            }
+            if self.config.response_format:
+                fields["response_format"] = self.config.response_format
+            if self.config.send_seed:
+                fields["seed"] = seed
+            async with semaphore:
+                started = time.perf_counter()
+                body = await self._post(client, fields, references)
+                elapsed = time.perf_counter() - started
+            data = decode_image_response(body)
+            try:
+                normalized = await asyncio.to_thread(validate_and_normalize, data, min_side=MIN_SIDE)
+            except ImageValidationError as error:
+                raise PainterError(f"images API returned an unusable image: {error}") from error
+            sha256 = await asyncio.to_thread(self.blobs.put, normalized.data)
+        except PainterError as error:
+            return RowError.from_exception(trajectory.id, error)
+        return Image(
+            id=content_id(trajectory.id, self.fingerprint),
+            kind="ground_truth",
+            sha256=sha256,
+            width=normalized.width,
+            height=normalized.height,
+            format=normalized.format,
+            phash=normalized.phash,
+            trajectory_id=trajectory.id,
+            painter=self.fingerprint,
+            model=self.model_name,
+            seed=seed if self.config.send_seed else 0,
+            steps=self.config.steps,
+            guidance=self.config.guidance,
+            elapsed_s=round(elapsed, 4),
+        )
+
+    async def _post(
+        self, client: httpx.AsyncClient, fields: dict[str, Any], references: list[bytes]
+    ) -> bytes:
+        if references:
+            url = f"{self.base_url}/images/edits"
+            name = "image[]" if len(references) > 1 else "image"
+            files = []
+            for index, data in enumerate(references):
+                extension, mime = _mime(data)
+                files.append((name, (f"reference-{index + 1}.{extension}", data, mime)))
+            request: dict[str, Any] = {"data": {k: str(v) for k, v in fields.items()}, "files": files}
+        else:
+            url = f"{self.base_url}/images/generations"
+            request = {"json": fields}
+        secrets = (self.api_key,)
+        retries = self.config.max_retries
+        for attempt in range(retries + 1):
+            delay: float | None = None
+            try:
+                status, headers, body = await self._send(client, url, request)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                if attempt == retries:
+                    message = f"images API: {error.__class__.__name__} after {attempt + 1} attempts"
+                    raise PainterError(redact(message, secrets)) from None
+                logger.info("images API: %s, retrying", error.__class__.__name__)
+            except httpx.TransportError as error:  # read time-out, reset mid-answer: not retried
+                message = f"images API: {error.__class__.__name__} ({error})"
+                raise PainterError(redact(message, secrets)) from None
+            else:
+                if status < 300:
+                    return body
+                detail = redact(_error_detail(body), secrets)
+                if not is_retryable_status(status) or attempt == retries:
+                    tries = f" after {attempt + 1} attempts" if is_retryable_status(status) else ""
+                    raise PainterError(f"images API: HTTP {status}{tries}: {detail}")
+                delay = retry_after_seconds(headers.get("retry-after"))
+                logger.info("images API: HTTP %s, retrying", status)
+            if delay is None:
+                delay = backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
+            await self.sleep(min(delay, BACKOFF_CAP_S))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, client: httpx.AsyncClient, url: str, request: dict[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        async with client.stream("POST", url, timeout=self.timeout, **request) as response:
+            parts, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise PainterError(f"images API answer exceeds {MAX_RESPONSE_BYTES} bytes")
+                parts.append(chunk)
+            return response.status_code, response.headers, b"".join(parts)
