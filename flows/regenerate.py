@@ -32,7 +32,13 @@ def _submit(task: Any, config: Config) -> Any:
     executor = direct_executor.get()
     if executor is not None:
         return lambda batch: executor.submit(task.fn, payload, batch)
-    return lambda batch: task.submit(payload, batch)
+    from flows.runner import batch_resources
+
+    def submit(batch: list[Any]) -> Any:
+        with batch_resources(config, task.name):
+            return task.submit(payload, batch)
+
+    return submit
 
 
 def stage_topics(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
@@ -172,7 +178,7 @@ def regenerate(
         config_fingerprint=config.fingerprint(),
         code_version=code_version(),
     )
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, float]] = {}
     with Warehouse(workspace.database) as warehouse:
         warehouse.replace(run)
         try:
@@ -194,6 +200,6 @@ def regenerate(
     }
 
 
-def _finish(warehouse: Warehouse, run: Run, status: str, counts: dict[str, dict[str, int]]) -> None:
+def _finish(warehouse: Warehouse, run: Run, status: str, counts: dict[str, dict[str, float]]) -> None:
     update = {"status": status, "finished_at": datetime.now(UTC), "counts_json": json.dumps(counts)}
     warehouse.replace(run.model_copy(update=update))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flows.settings import configure_prefect
@@ -27,16 +30,44 @@ def task_runner_for(config: Config) -> Any:
         if address:
             return RayTaskRunner(address=address)
         temp_dir = os.environ.get("GROUNDGEN_RAY_TMPDIR", str((config.workdir / ".ray").resolve()))
+        # workers report their task runs to the flow's Prefect server (never a temporary one each)
+        env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
+        env_vars |= {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
         return RayTaskRunner(
             init_kwargs={
-                "num_cpus": os.cpu_count() or 2,
+                "num_cpus": int(os.environ.get("GROUNDGEN_RAY_CPUS", 0)) or os.cpu_count() or 2,
                 "include_dashboard": False,
                 "_node_ip_address": "127.0.0.1",
                 "_temp_dir": temp_dir,
-                "runtime_env": {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}},
+                "runtime_env": {"env_vars": env_vars},
             }
         )
     raise ConfigurationError(f"unknown runner {config.runner!r}; use threads, ray or ray:ADDRESS")
+
+
+WORKER_ENV = (
+    "PREFECT_API_URL",
+    "PREFECT_HOME",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "PREFECT_LOGGING_LEVEL",
+    "HF_HUB_OFFLINE",
+)
+
+
+@contextmanager
+def batch_resources(config: Config, task_name: str) -> Iterator[None]:
+    """On Ray: painter batches ask for a GPU when the painter runs on CUDA; other batches for a CPU."""
+    if not (config.runner == "ray" or config.runner.startswith("ray:")):
+        yield
+        return
+    from prefect_ray.context import remote_options
+
+    if task_name == "paint-images" and config.painter.device.startswith("cuda"):
+        options = {"num_gpus": 1}
+    else:
+        options = {"num_cpus": 1}
+    with remote_options(**options):
+        yield
 
 
 def run_regenerate(
@@ -47,7 +78,8 @@ def run_regenerate(
     from flows.regenerate import regenerate
 
     flow = regenerate.with_options(task_runner=task_runner_for(config))
-    payload = config.model_dump(mode="json")
+    # an absolute work dir: Ray workers (other processes, maybe other machines) write blobs there
+    payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
     if not show_progress:
         return flow(payload, stages, command)
     with progress.RichProgress() as reporter:
