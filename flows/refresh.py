@@ -101,41 +101,28 @@ def source_key(config: Config) -> str:
     return topics.source if not topics.urls else f"{topics.source}:{','.join(topics.urls)}"
 
 
-def _state(warehouse: Warehouse, key: str) -> SourceState | None:
-    rows = warehouse.rows(SourceState, "id = ?", [key])
-    return rows[0] if rows else None
-
-
 def new_topics(
     source: Any, warehouse: Warehouse, key: str, max_topics: int
-) -> tuple[list[Topic], SourceState]:
-    """Topics not in the warehouse yet (category-interleaved, at most `max_topics`) and the new state."""
-    state = _state(warehouse, key)
+) -> tuple[list[Topic], list[SourceState]]:
+    """Topics not in the warehouse yet (category-interleaved, at most `max_topics`) and the new states.
+
+    Live sources (`topics_since`) read only what changed since their per-URL states; a watermark only
+    advances when every new topic it covered was taken (otherwise the old states are kept, the next
+    refresh reads the same window again, and topics already mined are skipped by id)."""
     now = datetime.now(UTC)
     if hasattr(source, "topics_since"):
-        candidates, new_state = source.topics_since(state)
-        new_state = new_state.model_copy(update={"id": key})
+        states = {s.id: s for s in warehouse.rows(SourceState, "source = ?", [source.name])}
+        candidates, new_states = source.topics_since(states)
     else:
+        states = {s.id: s for s in warehouse.rows(SourceState, "id = ?", [key])}
         candidates = list(source.topics())
-        new_state = SourceState(
-            id=key,
-            source=source.name,
-            watermark=fingerprint(sorted(t.id for t in candidates)),
-            updated_at=now,
-        )
+        watermark = fingerprint(sorted(t.id for t in candidates))
+        new_states = [SourceState(id=key, source=source.name, watermark=watermark, updated_at=now)]
     known = warehouse.ids(Topic, "id IN (SELECT unnest(?))", [sorted({t.id for t in candidates})])
     fresh = interleave_by_category(t for t in candidates if t.id not in known)
-    taken = fresh[:max_topics]
-    left = fresh[max_topics:]
-    if left and hasattr(source, "topics_since"):
-        # never move a live watermark past a topic not mined yet: restart at the oldest one left
-        times = [t.updated_at for t in left if t.updated_at is not None]
-        if times:
-            oldest = min(times).astimezone(UTC).isoformat().replace("+00:00", "Z")
-            new_state = new_state.model_copy(update={"watermark": oldest})
-    elif left:
-        new_state = new_state.model_copy(update={"watermark": (state.watermark if state else "")})
-    return taken, new_state
+    if len(fresh) > max_topics:
+        new_states = [states[s.id] for s in new_states if s.id in states]
+    return fresh[:max_topics], new_states
 
 
 def raised_sizes(sizes: SizesConfig, kept: dict[str, int], added_topics: int) -> SizesConfig:
@@ -206,7 +193,7 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
         try:
             key = source_key(config)
             source = resources_for(config).topic_source()
-            topics, state = new_topics(source, warehouse, key, max_topics)
+            topics, states = new_topics(source, warehouse, key, max_topics)
             topic_counts = write_result(warehouse, "topics", run.id, [], BatchResult(rows=list(topics)))
             topic_counts.inputs = len(topics)
             counts["topics"] = vars(topic_counts)
@@ -217,7 +204,8 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
             )
             for stage in REFRESH_STAGES:
                 counts[stage] = vars(STAGES[stage](warehouse, stage_config, run.id))
-            warehouse.replace(state.model_copy(update={"updated_at": datetime.now(UTC)}))
+            for state in states:
+                warehouse.replace(state.model_copy(update={"updated_at": datetime.now(UTC)}))
             new = unexported_kept(warehouse, curator)
             summary["new_samples"] = len(new)
             if new and len(new) >= min_new:

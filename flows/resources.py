@@ -61,6 +61,14 @@ class Resources:
             from extractors.wiki_offline import WikiOfflineSource
 
             return WikiOfflineSource(categories=topics.categories, source_categories=topics.source_categories)
+        if topics.source in ("mediawiki", "rss"):
+            if topics.source == "mediawiki":
+                from extractors.mediawiki import MediaWikiSource as LiveSource
+            else:
+                from extractors.rss import RSSSource as LiveSource
+            if not topics.urls:
+                raise ConfigurationError(f"topics.source = {topics.source!r} needs topics.urls")
+            return LiveSource(topics.urls, fetch=self.config.fetch, categories=topics.categories)
         raise ConfigurationError(f"topic source {topics.source!r} is not available in this version")
 
     def linked_topics(self, topic: Topic) -> list[Topic]:
