@@ -8,6 +8,7 @@ change the result).
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from filters.base import Candidate
 from filters.curate import CurationState, KeptRow, curate
@@ -70,7 +71,7 @@ def curate_pending(warehouse: Warehouse, config: Config, run_id: str) -> StageCo
     state = load_state(warehouse, config, curator)
     total = StageCounts()
     for batch in chunk(items, max(config.batch_size, 256)):
-        samples = [_missing_sample(item, curator) for item in batch if item.missing]
+        samples: list[Any] = [_missing_sample(item, curator) for item in batch if item.missing]
         candidates = [
             Candidate(
                 prompt=item.prompt,

@@ -6,6 +6,7 @@ Stage cores are written against these; offline and real backends implement them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -109,14 +110,13 @@ class ImageDownloader(Protocol):
     async def download(self, url: str) -> DownloadedImage: ...
 
 
-class Tools(Value):
+@dataclass(frozen=True)
+class Tools:
     """What a teacher may use: the three Gen-Searcher tools' backends."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    search: object  # SearchBackend
-    browser: object  # Browser
-    images: object  # ImageDownloader
+    search: SearchBackend
+    browser: Browser
+    images: ImageDownloader
 
 
 class PromptWriter(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -319,7 +320,7 @@ def wrap_tool_response(body: str) -> str:
     return f"<tool_response>\n{body.strip()}\n</tool_response>"
 
 
-def format_search_results(blocks: list[tuple[str, list[SearchHit]]], notes: list[str] = ()) -> str:
+def format_search_results(blocks: list[tuple[str, list[SearchHit]]], notes: Sequence[str] = ()) -> str:
     """Per query a header line naming the query, then one markdown line `[title](url) snippet` per hit."""
     parts = []
     for query, hits in blocks:
@@ -343,7 +344,7 @@ class ImageResultEntry:
 
 
 def format_image_results(
-    query: str, entries: list[ImageResultEntry], notes: list[str] = ()
+    query: str, entries: list[ImageResultEntry], notes: Sequence[str] = ()
 ) -> tuple[str, list[str]]:
     """The image_search response text and the ids of the images attached to it, in `<image>` order."""
     lines = [f'### Images for "{_one_line(query)}"']

@@ -122,6 +122,7 @@ async def run_episode(
         if forced:  # a tool call after tools were forbidden
             ending = "no_answer"
             break
+        assert turn.tool_call is not None  # a valid turn without an answer is a tool call
         outcome = await toolbox.execute(turn.tool_call, model_calls, memory)
         tool_calls.append(outcome.record)
         messages.append(outcome.message)

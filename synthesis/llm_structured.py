@@ -52,7 +52,7 @@ def extract_json(text: str) -> Any:
     raise ModelOutputError("reply contains no JSON object")
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: Exception | None) -> str:
     if isinstance(error, ValidationError):
         parts = [
             f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']}" for item in error.errors()

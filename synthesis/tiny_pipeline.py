@@ -119,7 +119,7 @@ def build_tiny_pipeline(path: Path | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        pipeline.save_pretrained(temp, safe_serialization=True)
+        pipeline.save_pretrained(temp, safe_serialization=True)  # type: ignore[attr-defined]
         (temp / "groundgen_tiny.json").write_text(json.dumps({"build_seed": BUILD_SEED}) + "\n")
         if path.exists() and not is_complete(path):
             shutil.rmtree(path)  # a half-built folder from an older crash

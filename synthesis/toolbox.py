@@ -139,8 +139,8 @@ def downscale_for_model(data: bytes, max_pixels: int = MODEL_IMAGE_PIXELS) -> by
     """PNG bytes of the image, downscaled (aspect kept) to at most `max_pixels`: what a VLM turn attaches."""
     from PIL import Image as PILImage
 
-    with PILImage.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
+    with PILImage.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
         pixels = image.width * image.height
         if pixels > max_pixels:
             scale = (max_pixels / pixels) ** 0.5
@@ -259,10 +259,10 @@ class Toolbox:
                 outcome_refs.append(reference)
                 outcome_images.append(reference_image_row(downloaded))
         content, attached = format_image_results(query, entries, notes)
-        error = "" if entries or not notes else "no image could be downloaded"
+        failure = "" if entries or not notes else "no image could be downloaded"
         return ToolOutcome(
             message=Message(role="user", content=content, image_ids=attached),
-            record=self._record(call, round, error),
+            record=self._record(call, round, failure),
             new_references=outcome_refs,
             new_images=outcome_images,
         )
