@@ -30,6 +30,15 @@ class BatchResult:
     rows: list[BaseModel] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     done_ids: list[str] = field(default_factory=list)
+    usage: dict[str, dict[str, float]] = field(default_factory=dict)  # LLM role -> Usage fields
+
+
+def add_usage(total: dict[str, dict[str, float]], more: dict[str, dict[str, float]]) -> None:
+    """Sum `more` into `total`, per LLM role and field (calls, tokens, cost_usd, latency_s, ...)."""
+    for role, spent in more.items():
+        into = total.setdefault(role, {})
+        for name, value in spent.items():
+            into[name] = into.get(name, 0) + value
 
 
 @dataclass
@@ -38,12 +47,14 @@ class StageCounts:
     rows_written: int = 0
     failures: int = 0
     batches: int = 0
+    usage: dict[str, dict[str, float]] = field(default_factory=dict)  # LLM role -> summed Usage fields
 
     def add(self, other: StageCounts) -> None:
         self.inputs += other.inputs
         self.rows_written += other.rows_written
         self.failures += other.failures
         self.batches += other.batches
+        add_usage(self.usage, other.usage)
 
 
 def chunk(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -55,6 +66,7 @@ def write_result(
 ) -> StageCounts:
     """Insert a batch's rows (grouped by type) and record failures, including silent non-results."""
     counts = StageCounts(inputs=len(input_ids), batches=1)
+    add_usage(counts.usage, result.usage)
     by_type: dict[type, list[BaseModel]] = {}
     for row in result.rows:
         by_type.setdefault(type(row), []).append(row)

@@ -19,6 +19,7 @@ from schemas.config import Config
 from schemas.errors import GroundgenError, RowError
 from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Topic
+from synthesis.llm_client import UsageMeter
 
 ItemT = TypeVar("ItemT")
 
@@ -58,7 +59,12 @@ def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResu
     async def write(topic: Topic) -> list[Any]:
         return list(await writer.write(topic, resources.linked_topics(topic)))
 
-    return asyncio.run(_gather_rows(topics, lambda t: t.id, write, resources.model_concurrency("writer")))
+    with UsageMeter() as meter:
+        result = asyncio.run(
+            _gather_rows(topics, lambda t: t.id, write, resources.model_concurrency("writer"))
+        )
+    result.usage = meter.by_role({"writer": getattr(writer, "client", None)})
+    return result
 
 
 @task(name="run-teacher", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
@@ -81,7 +87,12 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
             result.rows.extend(page_records(tools))  # the pages browsed: the flow fills `pages`
             return result
 
-    return asyncio.run(batch())
+    with UsageMeter() as meter:
+        result = asyncio.run(batch())
+    result.usage = meter.by_role(
+        {"teacher": getattr(teacher, "client", None), "summary": getattr(teacher, "summary_client", None)}
+    )
+    return result
 
 
 @task(name="paint-images", cache_policy=NONE, retries=1, retry_delay_seconds=[5])
@@ -101,7 +112,12 @@ def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchR
     async def one(item: JudgeInput) -> list[Any]:
         return [await judge.judge(item)]
 
-    return asyncio.run(_gather_rows(items, lambda i: i.image.id, one, resources.model_concurrency("judge")))
+    with UsageMeter() as meter:
+        result = asyncio.run(
+            _gather_rows(items, lambda i: i.image.id, one, resources.model_concurrency("judge"))
+        )
+    result.usage = meter.by_role({"judge": getattr(judge, "client", None)})
+    return result
 
 
 # --- stages that run in the flow process (ordered, stateful) ------------------------------------

@@ -12,7 +12,9 @@ off (`max_retries=0`); this module owns the policy:
 - a per-call time-out and a response size cap (`max_response_bytes`, enforced while the body is
   read) that raises `ModelOutputError`;
 - a response cache (see `synthesis.response_cache`) keyed by (model, messages, parameters);
-- usage accounting per call (`ChatResult.usage`) and per client (`LLMClient.usage`).
+- usage accounting per call (`ChatResult.usage`), per client (`LLMClient.usage`) and per unit of
+  work (`with UsageMeter() as meter:` counts the calls made in that context, e.g. one flow batch,
+  including the asyncio tasks it starts, per client).
 
 The API key is read from the environment variable the config names, handed to the SDK, and never
 logged, stored or put in an error message.
@@ -29,7 +31,8 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from contextvars import ContextVar, Token
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,6 +74,51 @@ class Usage:
             cost_usd=self.cost_usd + other.cost_usd,
             latency_s=self.latency_s + other.latency_s,
         )
+
+
+class UsageMeter:
+    """What the clients spent while this meter was active in the current context (and in every
+    asyncio task started from it), per client. Thread-safe; clients of other contexts don't count."""
+
+    def __init__(self) -> None:
+        self._by_client: dict[int, tuple[Any, Usage]] = {}
+        self._lock = threading.Lock()
+        self._token: Token[UsageMeter | None] | None = None
+
+    def add(self, client: Any, usage: Usage) -> None:
+        with self._lock:
+            _, spent = self._by_client.get(id(client), (client, Usage()))
+            self._by_client[id(client)] = (client, spent + usage)
+
+    def usage_of(self, client: Any) -> Usage:
+        with self._lock:
+            return self._by_client.get(id(client), (client, Usage()))[1]
+
+    def by_role(self, roles: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """`{role: usage as a dict}` for the named clients that made calls (a client named twice
+        counts under its first role)."""
+        result: dict[str, dict[str, float]] = {}
+        seen: set[int] = set()
+        for role, client in roles.items():
+            if client is None or id(client) in seen:
+                continue
+            seen.add(id(client))
+            usage = self.usage_of(client)
+            if usage.calls:
+                result[role] = asdict(usage)
+        return result
+
+    def __enter__(self) -> UsageMeter:
+        self._token = _ACTIVE_METER.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _ACTIVE_METER.reset(self._token)
+            self._token = None
+
+
+_ACTIVE_METER: ContextVar[UsageMeter | None] = ContextVar("groundgen_usage_meter", default=None)
 
 
 @dataclass(frozen=True)
@@ -388,6 +436,9 @@ class LLMClient:
     def _account(self, usage: Usage) -> None:
         with self._usage_lock:
             self._usage = self._usage + usage
+        meter = _ACTIVE_METER.get()
+        if meter is not None:
+            meter.add(self, usage)
 
     async def _call_with_retries(
         self, messages: list[dict[str, Any]], parameters: dict[str, Any]
