@@ -27,12 +27,12 @@ def task_runner_for(config: Config) -> Any:
                 "the Ray runner needs the ray extra: pip install 'groundgen[ray]'"
             ) from error
         address = config.runner.partition(":")[2] or None
-        if address:
-            return RayTaskRunner(address=address)
-        temp_dir = os.environ.get("GROUNDGEN_RAY_TMPDIR", str((config.workdir / ".ray").resolve()))
         # workers report their task runs to the flow's Prefect server (never a temporary one each)
         env_vars = {"RAY_USAGE_STATS_ENABLED": "0"}
         env_vars |= {key: os.environ[key] for key in WORKER_ENV if key in os.environ}
+        if address:
+            return RayTaskRunner(address=address, init_kwargs={"runtime_env": {"env_vars": env_vars}})
+        temp_dir = os.environ.get("GROUNDGEN_RAY_TMPDIR", str((config.workdir / ".ray").resolve()))
         return RayTaskRunner(
             init_kwargs={
                 "num_cpus": int(os.environ.get("GROUNDGEN_RAY_CPUS", 0)) or os.cpu_count() or 2,
