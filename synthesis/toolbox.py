@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from extractors.html_extract import relevant_passages
 from schemas.errors import GroundgenError, ToolError
 from schemas.ids import content_id
 from schemas.protocols import DownloadedImage, SearchHit, Tools
@@ -110,29 +111,6 @@ _STOPWORDS = frozenset(
     "a an and are as at be by for from has have how in is it its of on or that the this to was were what "
     "when where which who with".split()
 )
-
-
-def _terms(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1}
-
-
-def relevant_passages(text: str, query: str, max_chars: int = BROWSE_MAX_CHARS) -> str:
-    """The paragraphs of `text` sharing terms with `query`, best first until `max_chars`, in page order.
-    Empty when no paragraph is relevant (the caller then refuses)."""
-    wanted = _terms(query)
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n|\n", text) if p.strip()]
-    scored = [(len(wanted & _terms(p)), index, p) for index, p in enumerate(paragraphs)]
-    scored = [item for item in scored if item[0] > 0]
-    kept: list[tuple[int, str]] = []
-    used = 0
-    for _, index, paragraph in sorted(scored, key=lambda item: (-item[0], item[1])):
-        if used + len(paragraph) > max_chars:
-            if not kept:  # the best paragraph alone is too long: cut it
-                kept.append((index, paragraph[:max_chars].rstrip() + "…"))
-            break
-        kept.append((index, paragraph))
-        used += len(paragraph) + 1
-    return "\n".join(paragraph for _, paragraph in sorted(kept))
 
 
 def downscale_for_model(data: bytes, max_pixels: int = MODEL_IMAGE_PIXELS) -> bytes:
@@ -282,6 +260,7 @@ class Toolbox:
         except GroundgenError as error:
             message = Message(role="user", content=format_tool_error(f"could not read {url}: {error}"))
             return ToolOutcome(message=message, record=self._record(call, round, str(error)))
-        content = relevant_passages(page.text, query, self.browse_max_chars)
+        # the browser selected passages for the query already; this caps what a fake or a live one gives
+        content = relevant_passages(page.text, query, max_chars=self.browse_max_chars)
         message = Message(role="user", content=format_browse_result(url, query, content))
         return ToolOutcome(message=message, record=self._record(call, round))

@@ -11,7 +11,7 @@ from schemas.rows import Prompt
 from synthesis.agent_protocol import ParsedToolCall, final_answer_message, parse_model_turn
 from synthesis.episode import ModelReply, run_episode
 from synthesis.scripted_teacher import ScriptedTeacher, named_entities
-from synthesis.toolbox import EpisodeMemory, Toolbox, relevant_passages
+from synthesis.toolbox import EpisodeMemory, Toolbox
 from tests.synthesis_fakes import MemoryBlobs, fake_tools
 
 PROMPT = Prompt(
@@ -116,7 +116,11 @@ def test_toolbox_browse_returns_relevant_passages_or_refuses():
     assert outcome.message.content == (
         "<tool_response>\n"
         '### Content of http://corpus.test/wiki/Eiffel_Tower relevant to "how tall metres"\n'
+        # a page that fits the budget comes back whole when any of it is relevant
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.\n"
+        "It was designed by the company of Gustave Eiffel and built from 1887 to 1889.\n"
         "The tower is 330 metres tall and was the tallest man-made structure until 1930.\n"
+        "Tickets are sold at the base.\n"
         "</tool_response>"
     )
     refused = run(
@@ -125,13 +129,6 @@ def test_toolbox_browse_returns_relevant_passages_or_refuses():
     assert 'has no content relevant to "opera"' in refused.message.content and refused.record.ok
     missing = run(toolbox.execute(call("browse", url="http://corpus.test/nope", query="x"), 3, memory))
     assert not missing.record.ok and "could not read http://corpus.test/nope" in missing.message.content
-
-
-def test_relevant_passages_keeps_page_order_within_budget():
-    text = "alpha beta\n\ngamma\nbeta beta delta\nalpha"
-    assert relevant_passages(text, "beta delta") == "alpha beta\nbeta beta delta"
-    assert relevant_passages(text, "beta delta", max_chars=16) == "beta beta delta"
-    assert relevant_passages(text, "zeta") == ""
 
 
 # --- episode loop ----------------------------------------------------------------------------------
