@@ -31,7 +31,7 @@ from warehouse.manifest import (
     loads_manifest,
     manifest_ids,
 )
-from warehouse.parquet_shards import RL, ROW_GROUP_ROWS, SFT, query_rows, write_shards
+from warehouse.parquet_shards import RL, SFT, duckdb_memory_limit, ordered_rows, write_shards
 from warehouse.store import Warehouse
 
 _COUNTER = re.compile(r"^v(\d+)$")
@@ -100,9 +100,10 @@ def export_version(
     data_dir = temp / "data"
     try:
         written = {}
-        for spec in (SFT, RL):
-            rows = query_rows(warehouse.connection, spec.query, [curator], ROW_GROUP_ROWS)
-            written[spec.name] = write_shards(rows, spec, blobs, data_dir, config.export.max_shard_bytes)
+        with duckdb_memory_limit(warehouse.connection):  # memory stays bounded whatever the row count
+            for spec in (SFT, RL):
+                rows = ordered_rows(warehouse.connection, spec, [curator])
+                written[spec.name] = write_shards(rows, spec, blobs, data_dir, config.export.max_shard_bytes)
 
         facts = card_facts(
             warehouse,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,21 @@ RL_SCHEMA = _schema(
     RL_FEATURES,
 )
 
-SFT_QUERY = (
-    "SELECT id, messages, images, category, difficulty, prompt, gen_prompt "
-    "FROM sft_rows WHERE curator = ? ORDER BY id"
+SFT_SELECT = (
+    "SELECT id, messages, images, category, difficulty, prompt, gen_prompt FROM sft_rows WHERE curator = ?"
 )
-RL_QUERY = (
-    "SELECT id, prompt, gt_image, category, difficulty, gen_prompt FROM rl_rows WHERE curator = ? ORDER BY id"
-)
+RL_SELECT = "SELECT id, prompt, gt_image, category, difficulty, gen_prompt FROM rl_rows WHERE curator = ?"
+SFT_QUERY = SFT_SELECT + " ORDER BY id"
+RL_QUERY = RL_SELECT + " ORDER BY id"
+
+# Export reads rows in id ranges: first the ids alone are sorted (narrow), then each range of
+# `chunk_rows(n)` ids is fetched and sorted by itself, so no sort ever holds every wide row (the
+# messages text) at once. Ranges are contiguous (`id > previous last AND id <= this last`), so the
+# concatenation is exactly the single `ORDER BY id` result. At most MAX_CHUNKS range queries per
+# config (each scans the joined tables once), at least CHUNK_ROWS ids per range.
+CHUNK_ROWS = 2_000
+MAX_CHUNKS = 64
+EXPORT_MEMORY_LIMIT = "256MB"  # DuckDB's own cap during an export (buffer pool, sorts spill beyond it)
 
 
 def image_extension(data: bytes) -> str:
@@ -158,12 +167,21 @@ class ConfigSpec:
     name: str
     schema: pa.Schema
     features: dict[str, Any]
-    query: str
+    query: str  # every row, ordered by id (parameters: curator)
     to_record: Callable[[dict[str, Any], BlobStore], dict[str, Any]]
+    select: str = ""  # the same rows unordered, with a trailing WHERE clause to extend
+
+    @property
+    def ids_query(self) -> str:
+        return "SELECT id FROM (" + self.select + ") ORDER BY id"
+
+    def range_query(self, lower: bool, upper: bool) -> str:
+        bounds = (" AND id > ?" if lower else "") + (" AND id <= ?" if upper else "")
+        return self.select + bounds + " ORDER BY id"
 
 
-SFT = ConfigSpec("sft", SFT_SCHEMA, SFT_FEATURES, SFT_QUERY, sft_record)
-RL = ConfigSpec("rl", RL_SCHEMA, RL_FEATURES, RL_QUERY, rl_record)
+SFT = ConfigSpec("sft", SFT_SCHEMA, SFT_FEATURES, SFT_QUERY, sft_record, SFT_SELECT)
+RL = ConfigSpec("rl", RL_SCHEMA, RL_FEATURES, RL_QUERY, rl_record, RL_SELECT)
 
 
 @dataclass
@@ -281,6 +299,64 @@ def query_rows(connection: Any, sql: str, parameters: list[Any], batch_rows: int
             yield from batch.to_pylist()
     finally:
         cursor.close()
+
+
+def chunk_rows(total: int) -> int:
+    return max(CHUNK_ROWS, -(-total // MAX_CHUNKS))
+
+
+def ordered_rows(
+    connection: Any, spec: ConfigSpec, parameters: list[Any], batch_rows: int = ROW_GROUP_ROWS
+) -> Iterator[dict[str, Any]]:
+    """`spec.query`'s rows in id order, fetched range by range so memory does not grow with the row
+    count (see CHUNK_ROWS). The last range has no upper bound: rows added meanwhile are not lost."""
+    cursor = connection.cursor()
+    try:
+        ids = [row[0] for row in cursor.execute(spec.ids_query, parameters).fetchall()]
+    finally:
+        cursor.close()
+    if not ids:
+        return
+    size = chunk_rows(len(ids))
+    previous: str | None = None
+    for start in range(0, len(ids), size):
+        last = ids[start + size - 1] if start + size < len(ids) else None
+        bounds = [value for value in (previous, last) if value is not None]
+        sql = spec.range_query(previous is not None, last is not None)
+        yield from query_rows(connection, sql, [*parameters, *bounds], batch_rows)
+        previous = last
+
+
+@contextmanager
+def duckdb_memory_limit(connection: Any, limit: str = EXPORT_MEMORY_LIMIT) -> Iterator[None]:
+    """Cap DuckDB's memory (buffer pool and sorts, which spill to disk beyond it) for a block, when
+    the current limit is higher; the previous setting is restored afterwards."""
+    current = connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if _bytes(limit) >= _bytes(current):
+        yield
+        return
+    connection.execute(f"SET memory_limit = '{limit}'").fetchall()
+    try:
+        yield
+    finally:  # the default exactly when it was the default (the text form is rounded)
+        connection.execute("RESET memory_limit").fetchall()
+        if connection.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != current:
+            connection.execute(f"SET memory_limit = '{current}'").fetchall()
+
+
+def _bytes(setting: str) -> float:
+    """A DuckDB memory setting (`'256MB'`, `'12.4 GiB'`) in bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]i?B|bytes|B|)\s*", setting)
+    if not match:
+        raise ValueError(f"not a DuckDB memory setting: {setting!r}")
+    number, unit = float(match.group(1)), match.group(2)
+    if unit.endswith("iB"):
+        return number * 2 ** (10 * " KMGT".index(unit[0]))
+    if unit in ("", "B", "bytes"):
+        return number
+    return number * 10 ** (3 * " KMGT".index(unit[0]))
 
 
 def features_yaml(features: dict[str, Any]) -> list[dict[str, Any]]:
