@@ -181,6 +181,115 @@ def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> N
     console = Console()
     for table in tables:
         console.print(table)
+    _print_schedules(console, database)
+
+
+def _refresh_versions(database: Path) -> dict[str, str]:
+    """runs.id -> the version a refresh exported ("" when it exported none)."""
+    import json
+
+    from warehouse.query import open_read_only
+
+    connection = open_read_only(database)
+    try:
+        rows = connection.execute("SELECT id, counts_json FROM runs WHERE command = 'refresh'").fetchall()
+    finally:
+        connection.close()
+    return {
+        run_id: (json.loads(counts or "{}").get("refresh", {}).get("version") or "")
+        for run_id, counts in rows
+    }
+
+
+def _print_schedules(console, database: Path) -> None:
+    """Schedules and recent refresh flow runs, when a Prefect server is configured (PREFECT_API_URL)."""
+    import os
+
+    from rich.table import Table
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("schedules: no Prefect server configured (set PREFECT_API_URL to see them)")
+        return
+    from flows.schedule import prefect_status, run_key
+
+    try:
+        found = prefect_status()
+    except Exception as error:  # noqa: BLE001 - status must still show the warehouse
+        console.print(f"schedules: Prefect server at {os.environ['PREFECT_API_URL']} not reachable ({error})")
+        return
+    schedules = Table(title="schedules", show_edge=False)
+    for column in ("deployment", "schedule", "active"):
+        schedules.add_column(column)
+    for row in found["schedules"]:
+        schedules.add_row(row["deployment"], row["schedule"], row["active"])
+    console.print(schedules)
+    versions = _refresh_versions(database)
+    runs = Table(title="recent refresh flow runs", show_edge=False)
+    for column in ("flow run", "state", "started", "version"):
+        runs.add_column(column)
+    for row in found["flow_runs"]:
+        runs.add_row(row["name"], row["state"], row["started"], versions.get(run_key(row["id"]), ""))
+    console.print(runs)
+
+
+@app.command()
+def refresh(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    topics: Annotated[int, typer.Option("--topics", help="At most this many new topics.", min=0)] = 100,
+    min_new: Annotated[
+        int,
+        typer.Option("--min-new", help="Export a version only when this many new samples were kept.", min=1),
+    ] = 1,
+    runner: Annotated[
+        str | None, typer.Option(help="Task runner: threads (default), ray, or ray:ADDRESS.")
+    ] = None,
+) -> None:
+    """Mine only topics new since the last refresh, run them through every stage, export if enough are new.
+
+    Each split's quota grows by the new topics' share; the new version's manifest lists exactly the
+    newly kept samples as added. A refresh with nothing new exports nothing and says so.
+
+    Example: groundgen refresh --topics 50 --min-new 10
+    """
+    from flows.refresh import run_refresh
+    from schemas.errors import GroundgenError
+
+    config = resolve_config(config_path, workdir, runner=runner)
+    try:
+        result = run_refresh(config, max_topics=topics, min_new=min_new)
+    except GroundgenError as error:
+        raise fail(str(error)) from error
+    typer.echo(result["message"])
+
+
+@app.command()
+def schedule(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * 1".')] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between refreshes.", min=1)] = None,
+    topics: Annotated[
+        int, typer.Option("--topics", help="At most this many new topics per refresh.", min=0)
+    ] = 100,
+    min_new: Annotated[
+        int, typer.Option("--min-new", help="Export only when this many new samples were kept.", min=1)
+    ] = 1,
+) -> None:
+    """Serve scheduled refreshes from the Prefect server at PREFECT_API_URL (runs until stopped).
+
+    Start the server first: prefect server start; then export PREFECT_API_URL=http://127.0.0.1:4200/api.
+
+    Example: groundgen schedule --cron "0 3 * * 1" --topics 200
+    """
+    from flows.schedule import serve_refresh
+    from schemas.errors import GroundgenError
+
+    config = resolve_config(config_path, workdir)
+    try:
+        serve_refresh(config, cron=cron, interval=interval, max_topics=topics, min_new=min_new)
+    except GroundgenError as error:
+        raise fail(str(error)) from error
 
 
 @app.command()

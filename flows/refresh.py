@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(path: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if not holder:  # being written by the process that just created it, or junk left behind
+        try:
+            fresh = time.time() - path.stat().st_mtime < 5
+        except OSError:
+            return {}
+        return {"pid": "?", "since": "just now"} if fresh else {}
+    pid = int(holder.get("pid", 0) or 0)
+    return holder if pid and _alive(pid) else {}
+
+
+def _locked_error(workdir: Path, path: Path, holder: dict[str, Any]) -> RefreshLockedError:
+    return RefreshLockedError(
+        f"another refresh is running in {workdir} (pid {holder['pid']}, since {holder.get('since', '?')}); "
+        f"wait for it, or remove {path} if that process is gone"
+    )
+
+
+def check_unlocked(workdir: Path) -> None:
+    """Fail fast (before starting a flow) when a live process holds the refresh lock."""
+    path = Path(workdir) / LOCK_NAME
+    holder = _holder(path) if path.exists() else {}
+    if holder:
+        raise _locked_error(workdir, path, holder)
+
+
 @contextmanager
 def refresh_lock(workdir: Path) -> Iterator[Path]:
     """Exclusive lock file `<workdir>/refresh.lock` holding the PID; a dead holder's lock is taken over."""
@@ -71,16 +102,9 @@ def refresh_lock(workdir: Path) -> Iterator[Path]:
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}
-            pid = int(holder.get("pid", 0) or 0)
-            if pid and _alive(pid):
-                raise RefreshLockedError(
-                    f"another refresh is running in {workdir} (pid {pid}, since {holder.get('since', '?')}); "
-                    f"wait for it, or remove {path} if that process is gone"
-                ) from None
+            holder = _holder(path)
+            if holder:
+                raise _locked_error(workdir, path, holder) from None
             path.unlink(missing_ok=True)  # stale: its holder died
             continue
         with os.fdopen(descriptor, "w") as handle:
@@ -264,6 +288,7 @@ def run_refresh(config: Config, max_topics: int = 100, min_new: int = 1) -> dict
     from flows.runner import task_runner_for
     from flows.settings import configure_prefect
 
+    check_unlocked(config.workdir)
     configure_prefect(config.workdir)
     payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
     return refresh.with_options(task_runner=task_runner_for(config))(payload, max_topics, min_new)

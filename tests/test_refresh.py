@@ -58,6 +58,27 @@ def test_refresh_lock_names_the_holder_and_takes_over_a_dead_one(tmp_path):
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
+def test_cli_refresh_refuses_while_another_holds_the_lock(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "refresh.lock").write_text(
+            json.dumps({"pid": holder.pid, "since": "2026-01-01T00:00:00+00:00"})
+        )
+        result = CliRunner().invoke(app, ["refresh", "-w", str(tmp_path)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2
+    assert (
+        f"another refresh is running in {tmp_path} (pid {holder.pid}, since 2026-01-01T00:00:00+00:00)"
+        in " ".join(result.output.split())
+    )
+
+
 def _ids(workdir: Path, model) -> set[str]:
     with Warehouse(workdir / "warehouse.duckdb", read_only=True) as warehouse:
         return warehouse.ids(model)
