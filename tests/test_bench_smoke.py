@@ -1,0 +1,35 @@
+"""The README's benchmark commands run (at tiny sizes) and print their ratios. Timings are not
+asserted: speed is measured by running the benchmarks by hand."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_bench(*args: str, timeout: int = 300) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_pipeline_bench_prints_the_overhead_ratio(prefect_server):
+    output = run_bench("bench.pipeline", "--prompts", "8", "--batch-size", "4")
+    assert re.search(r"orchestration overhead \(prefect / direct wall time\): \d+\.\d{3}", output), output
+    assert "same dataset sizes from both paths: True" in output
+
+
+def test_extraction_bench_prints_f1_for_both_extractors():
+    pytest.importorskip("trafilatura")
+    output = run_bench("bench.extraction", "--min-seconds", "0.05")
+    assert "trafilatura" in output and "groundgen" in output
