@@ -6,8 +6,20 @@ The pipeline loads through the ordinary `DiffusionPipeline.from_pretrained` path
 is its own pipeline call, so its PNG is byte-identical whichever rows shared its batch (a flow's
 batches change on resume); `exact=False` batches rows by `config.batch_size` (faster on GPUs): the
 noise is still per row, but floating-point kernels differ by batch size, so pixels may differ by one
-level (the perceptual hash stays the same). Rows with references go through the image-to-image variant of the same
-pipeline when it has one (first reference as the init image); otherwise text-to-image.
+level (the perceptual hash stays the same).
+
+Rows with references, by `painter.pipeline`:
+- "auto" (default): if the loaded pipeline itself takes `image` (an edit pipeline such as
+  QwenImageEditPlusPipeline or FluxKontextPipeline), as "edit"; otherwise the image-to-image variant
+  of the same weights when diffusers has one (first reference as the init image), else text-to-image;
+- "text2img": references are ignored;
+- "img2img": the image-to-image variant, first reference as the init image (a configuration error when
+  the pipeline has none);
+- "edit": the loaded pipeline is called with `image=[every chosen reference, up to max_references]`
+  (PIL images, aspect kept, fitted into width x height), one row per call; only the arguments its
+  `__call__` accepts are passed. A row without references is a row error in this mode.
+The `Image.model` of each row is the model id, with `@revision` when the revision is known (the
+configured one, or the commit a Hub id resolved to in the local Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -53,6 +65,42 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolved_revision(model_path: str, revision: str = "") -> str:
+    """The revision a model was loaded at: the configured one, or for a Hub id the commit its cached
+    snapshot belongs to (read from the local cache only); '' for a local folder or when unknown."""
+    if revision or not model_path or Path(model_path).exists():
+        return revision
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_path, "model_index.json")
+    except (ImportError, ValueError):  # ValueError: not a valid repo id
+        return ""
+    if not isinstance(cached, str):
+        return ""
+    parts = Path(cached).parts
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "snapshots" else ""
+
+
+def accepts(function: Any, name: str, *, any_keyword: bool = True) -> bool:
+    """Whether a callable takes a keyword argument `name` (by name, or through **kwargs when
+    `any_keyword`)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    if name in parameters:
+        return True
+    return any_keyword and any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def takes_images(pipeline: Any) -> bool:
+    """Whether a pipeline is itself reference-conditioned: its `__call__` names an `image` argument."""
+    return accepts(pipeline.__call__, "image", any_keyword=False)
+
+
 def _import_torch_diffusers() -> tuple[Any, Any]:
     try:
         import diffusers
@@ -90,23 +138,28 @@ class DiffusersPainter:
         local_files_only: bool | None = None,
         num_threads: int | None = None,
         exact: bool = True,
+        pipeline: Any = None,
     ):
+        """`pipeline`: an already loaded diffusers pipeline (or any callable with the same call
+        convention) to use instead of loading `model_path`."""
         self.config = config
         self.model_path = str(model_path or config.model)
-        if not self.model_path:
+        if not self.model_path and pipeline is None:
             raise ConfigurationError(
                 "no painter model: pass the path of a pipeline (build the offline one with "
                 "synthesis.tiny_pipeline.build_tiny_pipeline) or set painter.model"
             )
         self.blobs = blobs
         self.fingerprint = fingerprint or painter_fingerprint(config)
-        self.model_name = config.model or TINY_MODEL_NAME
+        self.model_name = model_label(
+            config.model or TINY_MODEL_NAME, resolved_revision(config.model, config.revision)
+        )
         self.local_files_only = (
             Path(self.model_path).is_dir() if local_files_only is None else local_files_only
         )
         self.num_threads = num_threads
         self.exact = exact
-        self._pipeline: Any = None
+        self._pipeline: Any = pipeline
         self._img2img: Any = None
         self._lock = threading.Lock()
 
@@ -157,51 +210,78 @@ class DiffusersPainter:
                     self._img2img = False
             return self._img2img or None
 
+    def reference_mode(self) -> str:
+        """How rows with references are painted: 'text2img', 'img2img' or 'edit' (see the module doc)."""
+        mode = self.config.pipeline
+        if mode == "auto":
+            if takes_images(self._load()):
+                return "edit"
+            return "img2img" if self._image_to_image() is not None else "text2img"
+        if mode == "img2img" and self._image_to_image() is None:
+            raise ConfigurationError(
+                f"painter.pipeline = 'img2img' but {self.model_path} has no image-to-image variant"
+            )
+        if mode == "edit" and not takes_images(self._load()):
+            raise ConfigurationError(
+                f"painter.pipeline = 'edit' but {type(self._load()).__name__} does not take image=[...]"
+            )
+        return mode
+
     # --- painting --------------------------------------------------------------------------------
 
-    def _reference(self, request: PaintRequest) -> Any | None:
-        if not request.reference_sha256 or self.config.max_references == 0:
-            return None
+    def _references(self, request: PaintRequest, mode: str) -> list[Any]:
+        if mode == "text2img" or not request.reference_sha256 or self.config.max_references == 0:
+            return []
         from PIL import Image as PILImage
 
-        try:
-            data = self.blobs.read(request.reference_sha256[0])
-        except (FileNotFoundError, KeyError) as error:
-            raise PainterError(
-                f"reference image {request.reference_sha256[0]} is not in the blob store"
-            ) from error
-        with PILImage.open(io.BytesIO(data)) as image:
-            return image.convert("RGB").resize(
-                (self.config.width, self.config.height), PILImage.Resampling.LANCZOS
-            )
+        wanted = request.reference_sha256[: 1 if mode == "img2img" else self.config.max_references]
+        references = []
+        for sha256 in wanted:
+            try:
+                data = self.blobs.read(sha256)
+            except (FileNotFoundError, KeyError) as error:
+                raise PainterError(f"reference image {sha256} is not in the blob store") from error
+            with PILImage.open(io.BytesIO(data)) as image:
+                rgb = image.convert("RGB")
+            box = (self.config.width, self.config.height)
+            if mode == "img2img":  # the init image: exactly the output size
+                references.append(rgb.resize(box, PILImage.Resampling.LANCZOS))
+            else:  # edit pipelines resize references themselves: keep the aspect, bound the size
+                rgb.thumbnail(box, PILImage.Resampling.LANCZOS)
+                references.append(rgb)
+        return references
 
     def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
         images: list[Image] = []
         errors: list[RowError] = []
-        text_rows: list[tuple[PaintRequest, None]] = []
-        reference_rows: list[tuple[PaintRequest, Any]] = []
+        mode = self.reference_mode()
+        text_rows: list[tuple[PaintRequest, list[Any]]] = []
+        reference_rows: list[tuple[PaintRequest, list[Any]]] = []
         for request in requests:
             try:
                 if not request.trajectory.gen_prompt.strip():
                     raise PainterError(
                         f"trajectory {request.trajectory.id} has no gen_prompt (ending {request.trajectory.ending})"
                     )
-                reference = self._reference(request)
+                references = self._references(request, mode)
+                if mode == "edit" and not references:
+                    raise PainterError(
+                        f"trajectory {request.trajectory.id} has no reference image for the edit pipeline"
+                    )
             except (PainterError, OSError) as error:  # OSError: an undecodable reference
                 errors.append(RowError.from_exception(request.trajectory.id, error))
                 continue
-            (reference_rows if reference is not None else text_rows).append((request, reference))
-        if reference_rows and self._image_to_image() is None:
-            text_rows, reference_rows = text_rows + [(r, None) for r, _ in reference_rows], []
+            (reference_rows if references else text_rows).append((request, references))
         size = 1 if self.exact else self.config.batch_size
-        for rows in (text_rows, reference_rows):
-            for start in range(0, len(rows), size):
-                images.extend(self._paint_batch(rows[start : start + size]))
+        for rows, row_mode in ((text_rows, "text2img"), (reference_rows, mode)):
+            step = 1 if row_mode == "edit" else size  # an edit call's image list belongs to one prompt
+            for start in range(0, len(rows), step):
+                images.extend(self._paint_batch(rows[start : start + step], row_mode))
         order = {request.trajectory.id: index for index, request in enumerate(requests)}
         images.sort(key=lambda image: order[image.trajectory_id])
         return images, errors
 
-    def _paint_batch(self, rows: list[tuple[PaintRequest, Any]]) -> list[Image]:
+    def _paint_batch(self, rows: list[tuple[PaintRequest, list[Any]]], mode: str) -> list[Image]:
         torch, _ = _import_torch_diffusers()
         config = self.config
         seeds = [row_seed(config.seed, request.trajectory.id) for request, _ in rows]
@@ -213,9 +293,14 @@ class DiffusersPainter:
             "generator": generators,
         }
         started = time.perf_counter()
-        if rows[0][1] is not None:
+        if mode == "img2img":
             pipeline = self._image_to_image()
-            arguments.update(image=[reference for _, reference in rows], strength=IMG2IMG_STRENGTH)
+            arguments.update(image=[references[0] for _, references in rows], strength=IMG2IMG_STRENGTH)
+        elif mode == "edit":
+            pipeline = self._load()
+            arguments.update(image=rows[0][1], height=config.height, width=config.width)
+            call = pipeline.__call__
+            arguments = {key: value for key, value in arguments.items() if accepts(call, key)}
         else:
             pipeline = self._load()
             arguments.update(height=config.height, width=config.width)
