@@ -6,9 +6,11 @@ browse, image_search, then the answer: 4 model calls + 3 tool calls = 1.5 s of l
 concurrency C through `LLMTeacher` (real openai SDK, real HTTP, shared protocol and toolbox).
 
 Prints efficiency = ideal wall time (N x 1.5 s / C) / measured wall time (target >= 0.85 on 2 cores),
-then a peer ratio: single-turn requests/s through our `LLMClient` versus a plain `AsyncOpenAI` loop at
-the same concurrency against the same server. (distilabel's OpenAI LLM is the issue's named peer;
-it is not installed here, so the peer is the bare SDK, which is the floor any wrapper pays.)
+the CPU seconds the client and the server processes used (and the machine's load average: on a
+2-core machine shared with other work the CPU, not the client, sets the ceiling), then single-turn
+requests/s at the same concurrency against the same server through our `LLMClient`, a plain
+`AsyncOpenAI` loop (the floor any wrapper pays) and distilabel's `OpenAILLM.agenerate` (the issue's
+named peer; a benchmark-only dependency: `pip install distilabel`, skipped with the reason if absent).
 
     python -m bench.agent_throughput --trajectories 1000 --concurrency 64
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import re
 import sys
 import threading
@@ -112,7 +115,11 @@ class _HTTPTools:
             import httpx
 
         self.base = base
-        self.http = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=256))
+        from synthesis.http_pool import pooled_transport
+
+        limits = httpx.Limits(max_connections=256)
+        # the search provider's client gets the same cheap-pool transport as the LLM client
+        self.http = httpx.AsyncClient(timeout=10.0, limits=limits, transport=pooled_transport(limits))
         self.blobs = blobs
 
     async def _get(self, path: str, query: str) -> Any:
@@ -180,7 +187,9 @@ async def _run_trajectories(
     return elapsed, endings
 
 
-async def _single_turn_rates(model_url: str, count: int, concurrency: int) -> tuple[float, float]:
+async def _single_turn_rates(
+    model_url: str, count: int, concurrency: int
+) -> tuple[float, float, float | str]:
     import openai
 
     from schemas.config import LLMEndpointConfig
@@ -202,7 +211,35 @@ async def _single_turn_rates(model_url: str, count: int, concurrency: int) -> tu
 
     ours_rate = await timed(lambda m: ours.chat(m))
     bare_rate = await timed(lambda m: bare.chat.completions.create(model="bench", messages=m))
-    return ours_rate, bare_rate
+    try:
+        distilabel = _distilabel_llm(model_url)
+    except Exception as error:  # not installed, or incompatible with the installed openai SDK
+        return ours_rate, bare_rate, f"{type(error).__name__}: {error}"[:200]
+    distilabel_rate = await timed(lambda m: distilabel.agenerate(input=m, max_new_tokens=16))
+    return ours_rate, bare_rate, distilabel_rate
+
+
+def _distilabel_llm(model_url: str) -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from distilabel.models.llms import OpenAILLM
+
+    llm = OpenAILLM(model="bench", base_url=model_url, api_key="not-needed", max_retries=0, timeout=30)
+    llm.load()
+    return llm
+
+
+def _process_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (Linux /proc; this process by default)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,20 +255,32 @@ def main(argv: list[str] | None = None) -> None:
     model_port, search_port = ports.get(timeout=30)
     model_url, search_url = f"http://127.0.0.1:{model_port}/v1", f"http://127.0.0.1:{search_port}"
     try:
+        client_cpu, server_cpu = _process_cpu_s(), _process_cpu_s(server.pid)
         elapsed, endings = asyncio.run(
             _run_trajectories(model_url, search_url, args.trajectories, args.concurrency)
         )
+        client_cpu, server_cpu = _process_cpu_s() - client_cpu, _process_cpu_s(server.pid) - server_cpu
+        load = os.getloadavg()[0]
         per_trajectory = 4 * MODEL_LATENCY_S + 3 * TOOL_LATENCY_S
         ideal = args.trajectories * per_trajectory / args.concurrency
         print(f"trajectories: {args.trajectories} at concurrency {args.concurrency}; endings {endings}")
         print(
             f"ideal wall time: {ideal:.2f} s; measured: {elapsed:.2f} s; efficiency: {ideal / elapsed:.3f} (target >= 0.85)"
         )
-        ours, bare = asyncio.run(_single_turn_rates(model_url, args.single_turn_requests, args.concurrency))
         print(
-            f"single-turn requests/s at concurrency {args.concurrency}: LLMClient {ours:.1f}, plain AsyncOpenAI {bare:.1f}; "
-            f"peer ratio {ours / bare:.3f} (peer: bare openai SDK; distilabel not installed)"
+            f"CPU: client {client_cpu:.1f} s ({client_cpu / args.trajectories * 1000:.1f} ms/trajectory), "
+            f"servers {server_cpu:.1f} s; {os.cpu_count()} cores x {elapsed:.1f} s = {elapsed * (os.cpu_count() or 1):.1f} core-s; "
+            f"load average {load:.1f}"
         )
+        ours, bare, peer = asyncio.run(
+            _single_turn_rates(model_url, args.single_turn_requests, args.concurrency)
+        )
+        line = f"single-turn requests/s at concurrency {args.concurrency}: LLMClient {ours:.1f}, plain AsyncOpenAI {bare:.1f}"
+        if isinstance(peer, str):
+            line += f"; distilabel OpenAILLM not run ({peer}); ratio vs bare SDK {ours / bare:.3f}"
+        else:
+            line += f", distilabel OpenAILLM {peer:.1f}; peer ratio (ours / distilabel) {ours / peer:.3f}"
+        print(line)
     finally:
         server.terminate()
         server.join(5)

@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - depends on the openai version
 
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from synthesis.http_pool import pooled_transport
 from synthesis.response_cache import ResponseCache, cache_key
 
 logger = logging.getLogger(__name__)
@@ -361,9 +362,7 @@ class LLMClient:
                 max_connections=self.config.max_concurrency + 4,
                 max_keepalive_connections=self.config.max_concurrency + 4,
             )
-            transport = _SizeCappedTransport(
-                httpx.AsyncHTTPTransport(limits=limits), self.config.max_response_bytes
-            )
+            transport = _SizeCappedTransport(pooled_transport(limits), self.config.max_response_bytes)
             http_client = httpx.AsyncClient(
                 transport=transport, timeout=self._timeout(), follow_redirects=False
             )
