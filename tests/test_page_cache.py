@@ -111,8 +111,8 @@ def test_entries_round_trip_and_expire(tmp_path):
 
 @slow
 def test_a_second_trajectory_browsing_the_same_url_does_not_fetch_it_again(pages, cache):
-    url = f"{pages.base_url}/page/{quote('Tour Lumière', safe='')}"
-    path = "/page/" + quote("Tour Lumière", safe="")
+    url = f"{pages.base_url}/long/{quote('Tour Lumière', safe='')}"
+    path = "/long/" + quote("Tour Lumière", safe="")
     before = pages.count(path)
 
     async def trajectory(browser, query):
@@ -120,7 +120,7 @@ def test_a_second_trajectory_browsing_the_same_url_does_not_fetch_it_again(pages
         return await toolbox.execute(browse_call(url, query), 1, EpisodeMemory())
 
     first_browser, first = asyncio.run(
-        with_browser(pages, cache, lambda b: trajectory(b, "Tour Lumière facts dates"))
+        with_browser(pages, cache, lambda b: trajectory(b, "recorded 1887 Lyon"))
     )
     second_browser, second = asyncio.run(
         with_browser(pages, cache, lambda b: trajectory(b, "weather spring"))
@@ -136,7 +136,9 @@ def test_a_second_trajectory_browsing_the_same_url_does_not_fetch_it_again(pages
     assert second_browser.records() == [record]
     assert record.id == content_id(url)
     assert (record.url, record.final_url, record.status, record.title) == (url, url, 200, "Tour Lumière")
-    assert record.error_class == "" and "first recorded in 1887" in record.text
+    assert (
+        record.error_class == "" and "first recorded in 1887" in record.text and "Paragraph 99" in record.text
+    )
     assert record.fetched_at.timestamp() == cache.clock()
 
 

@@ -3,6 +3,8 @@
 `serve_pages()` starts a page server on 127.0.0.1 (ephemeral port, daemon thread). Routes:
 
   /page/<name>            an HTML page about <name> (URL-quoted), with facts and an <img> of it
+  /long/<name>            a long page (over 8,000 characters of text): <name>'s facts early, filler
+                          paragraphs, a paragraph about the weather at the end
   /img/<name>-<n>.png     a 96x64 PNG whose colour depends on (name, n): distinct images per subject
   /hostile/metadata       302 to http://169.254.169.254/latest/meta-data/ (cloud metadata address)
   /hostile/private        302 to http://127.0.0.2:<port>/page/private (loopback, not allowlisted)
@@ -49,6 +51,19 @@ def page_html(name: str) -> str:
         f"<figcaption>{safe} in a photograph</figcaption></figure>"
         f"<p>Unrelated closing paragraph about the weather in spring.</p>"
         "</article></body></html>"
+    )
+
+
+def long_page_html(name: str) -> str:
+    safe = html.escape(name)
+    filler = "".join(
+        f"<p>Paragraph {n} repeats general background that mentions nothing specific at all here.</p>"
+        for n in range(100)
+    )
+    return (
+        f"<html><head><title>{safe}</title></head><body><article><h1>{safe}</h1>"
+        f"<p>{safe} was first recorded in 1887 in the city of Lyon.</p>{filler}"
+        "<p>Unrelated closing paragraph about the weather in spring.</p></article></body></html>"
     )
 
 
@@ -104,6 +119,9 @@ class PageHandler(BaseHTTPRequestHandler):
         if path.startswith("/page/"):
             name = unquote(path[len("/page/") :])
             self._send(200, page_html(name).encode(), "text/html; charset=utf-8")
+        elif path.startswith("/long/"):
+            name = unquote(path[len("/long/") :])
+            self._send(200, long_page_html(name).encode(), "text/html; charset=utf-8")
         elif path == "/img/truncated.jpg":
             self._send(200, truncated_jpeg(), "image/jpeg")
         elif path.startswith("/img/") and path.endswith(".png"):
