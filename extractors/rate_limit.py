@@ -13,6 +13,7 @@ import email.utils
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -43,7 +44,7 @@ class TokenBucket:
         self.clock = clock
         self.sleep = sleep
         self.updated = clock()
-        self._lock: asyncio.Lock | None = None
+        self._lock = threading.Lock()
 
     def _refill(self) -> None:
         now = self.clock()
@@ -53,14 +54,14 @@ class TokenBucket:
     async def acquire(self) -> None:
         if self.rate_per_second <= 0:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # waiters are served in order
+        # A reservation under a thread lock: callers in other threads and event loops (concurrent
+        # batches of one worker process) share the same budget; waiters are served in order.
+        with self._lock:
             self._refill()
-            while self.tokens < 1:
-                await self.sleep((1 - self.tokens) / self.rate_per_second)
-                self._refill()
             self.tokens -= 1
+            wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate_per_second
+        if wait > 0:
+            await self.sleep(wait)
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:

@@ -77,18 +77,20 @@ class Resources:
         return self.corpus().linked_topics(topic)
 
     def search_backend(self) -> Any:
+        """The local index (shared), or a provider client for one batch's event loop that shares this
+        process's rate limit with every other batch. Close provider clients with `aclose()`."""
         search = self.config.search
         if search.provider == "local":
             return self.corpus().search
         if search.provider == "serper":
-            from extractors.serper import SerperSearch
-
-            return SerperSearch.from_config(search)
-        if search.provider == "searxng":
-            from extractors.searxng import SearxngSearch
-
-            return SearxngSearch.from_config(search)
-        raise ConfigurationError(f"unknown search provider {search.provider!r}")
+            from extractors.serper import SerperSearch as Provider
+        elif search.provider == "searxng":
+            from extractors.searxng import SearxngSearch as Provider
+        else:
+            raise ConfigurationError(f"unknown search provider {search.provider!r}")
+        client = Provider.from_config(search)
+        client.bucket = self._once("search_bucket", lambda: client.bucket)
+        return client
 
     def page_cache(self) -> Any:
         """The browse tool's page cache (`<workdir>/cache/pages.sqlite`), shared by every batch."""
@@ -118,11 +120,16 @@ class Resources:
         async with SafeFetcher(fetch_config, connect_to=connect_to) as fetcher:
             # whole pages are extracted once and cached per work dir; passages are chosen per query
             full_pages = PageBrowser(fetcher, max_chars=FULL_TEXT_CHARS)
-            yield Tools(
-                search=self.search_backend(),
-                browser=CachingBrowser(full_pages, self.page_cache()),
-                images=ReferenceImageDownloader(fetcher, self.blobs),
-            )
+            search = self.search_backend()
+            try:
+                yield Tools(
+                    search=search,
+                    browser=CachingBrowser(full_pages, self.page_cache()),
+                    images=ReferenceImageDownloader(fetcher, self.blobs),
+                )
+            finally:
+                if hasattr(search, "aclose"):
+                    await search.aclose()
 
     # --- models ------------------------------------------------------------------------------------
 

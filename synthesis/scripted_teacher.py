@@ -29,7 +29,8 @@ _STARTERS = {
     "paint", "depict", "include", "label", "all", "every", "each", "use", "add", "it", "its", "this",
     "these", "in", "on", "at", "for", "with", "and", "one", "two", "three", "both", "next", "below", "above",
 }  # fmt: skip
-_HIT = re.compile(r"^\[(?P<title>[^\]]*)\]\((?P<url>[^)\s]+)\) ?(?P<snippet>.*)$")
+# a markdown link whose URL may hold balanced parentheses (Wikipedia: /wiki/Peter_Pan_(character))
+_HIT = re.compile(r"^\[(?P<title>[^\]]*)\]\((?P<url>(?:[^()\s]|\([^()\s]*\))+)\) ?(?P<snippet>.*)$")
 _URLISH = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\(\S+\.(?:html?|php)\)")
 
 
