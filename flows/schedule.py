@@ -95,6 +95,7 @@ def prefect_status(limit: int = 10) -> dict[str, list[dict[str, Any]]]:
     return {
         "schedules": [
             {
+                "id": str(d.id),
                 "deployment": d.name,
                 "schedule": ", ".join(_schedule_text(s) for s in d.schedules) or "none",
                 "active": str(not d.paused),

@@ -48,8 +48,11 @@ def test_schedule_needs_a_server_and_one_schedule(monkeypatch, tmp_path):
     assert deployment_name(Config(workdir=tmp_path / "data")) == "groundgen-refresh-data"
 
 
-def _completed_runs() -> list[dict]:
-    return [run for run in prefect_status()["flow_runs"] if run["state"] == "Completed"]
+def _completed_runs(deployment: str) -> list[dict]:
+    """Completed runs of this deployment (other tests' in-process refresh runs share the server)."""
+    found = prefect_status()
+    ids = {d["id"] for d in found["schedules"] if d["deployment"] == deployment}
+    return [r for r in found["flow_runs"] if r["state"] == "Completed" and r["deployment_id"] in ids]
 
 
 @pytest.mark.slow
@@ -79,10 +82,10 @@ def test_scheduled_refresh_runs_and_exports_a_version(tmp_path, prefect_server):
     )
     try:
         deadline = time.monotonic() + 280
-        while time.monotonic() < deadline and not _completed_runs():
+        while time.monotonic() < deadline and not _completed_runs("groundgen-refresh-sched"):
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(1)
-        completed = _completed_runs()
+        completed = _completed_runs("groundgen-refresh-sched")
         assert completed, f"no scheduled refresh completed: {prefect_status()['flow_runs']}"
         # the runner still tracks a run's process for a moment after its state is Completed; a SIGTERM
         # right then marks it Cancelled (Prefect 3.9), so let that process exit first
@@ -92,7 +95,7 @@ def test_scheduled_refresh_runs_and_exports_a_version(tmp_path, prefect_server):
             "deployment": "groundgen-refresh-sched",
             "schedule": "every 8 s",
             "active": "True",
-        } in schedules
+        } in [{k: v for k, v in d.items() if k != "id"} for d in schedules]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
