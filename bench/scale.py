@@ -81,7 +81,7 @@ def one_run(
     started = time.perf_counter()
     result = run_regenerate(config)
     elapsed = time.perf_counter() - started
-    return elapsed, result["counts"]["trajectories"]["rows_written"]
+    return elapsed, result["counts"]["trajectories"]["inputs"]  # prompts the teacher ran on
 
 
 def main() -> None:
@@ -104,10 +104,10 @@ def main() -> None:
         one_run(root, "warm", "threads", 2, 1, 1, args.batch_size)
         rows = []
         for label, runner, cpus in (("threads", "threads", 2), ("ray x1", "ray", 1), ("ray x2", "ray", 2)):
-            elapsed, trajectories = one_run(
+            elapsed, prompts = one_run(
                 root, label.replace(" ", "-"), runner, cpus, args.sft, args.rl, args.batch_size
             )
-            rows.append((label, elapsed, trajectories / elapsed if elapsed else 0.0))
+            rows.append((label, elapsed, prompts / elapsed if elapsed else 0.0))
     finally:
         server.terminate()
         server.wait(timeout=20)
