@@ -135,7 +135,8 @@ class RSSSource:
     async def _topics_since(self, states: Mapping[str, SourceState]) -> tuple[list[Topic], list[SourceState]]:
         topics: list[Topic] = []
         new_states: list[SourceState] = []
-        async with ConditionalFetcher(self.fetch_config) as fetcher:
+        fetcher = ConditionalFetcher(self.fetch_config)
+        async with fetcher:
             for url in self.urls:
                 state = states.get(self.state_id(url))
                 found, new_state = await self._feed(fetcher, url, state)

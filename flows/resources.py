@@ -62,6 +62,7 @@ class Resources:
 
             return WikiOfflineSource(categories=topics.categories, source_categories=topics.source_categories)
         if topics.source in ("mediawiki", "rss"):
+            LiveSource: type[Any]
             if topics.source == "mediawiki":
                 from extractors.mediawiki import MediaWikiSource as LiveSource
             else:
@@ -82,6 +83,7 @@ class Resources:
         search = self.config.search
         if search.provider == "local":
             return self.corpus().search
+        Provider: type[Any]
         if search.provider == "serper":
             from extractors.serper import SerperSearch as Provider
         elif search.provider == "searxng":

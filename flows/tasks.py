@@ -81,9 +81,7 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
                 outcome = await teacher.run(prompt, tools)
                 return [*outcome.reference_images, outcome.trajectory]
 
-            result = await _gather_rows(
-                prompts, lambda p: p.id, run, resources.model_concurrency("teacher")
-            )
+            result = await _gather_rows(prompts, lambda p: p.id, run, resources.model_concurrency("teacher"))
             result.rows.extend(page_records(tools))  # the pages browsed: the flow fills `pages`
             return result
 

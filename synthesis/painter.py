@@ -304,6 +304,7 @@ class DiffusersPainter:
         else:
             pipeline = self._load()
             arguments.update(height=config.height, width=config.width)
+        assert pipeline is not None
         with torch.inference_mode():
             pictures = pipeline(**arguments).images
         elapsed = (time.perf_counter() - started) / len(rows)
