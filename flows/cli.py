@@ -90,8 +90,12 @@ def run(
     if unknown:
         raise fail(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_ORDER)}")
     from flows.runner import run_regenerate
+    from flows.worklock import WorkdirLockedError
 
-    result = run_regenerate(config, stages=stage, show_progress=not quiet)
+    try:
+        result = run_regenerate(config, stages=stage, show_progress=not quiet)
+    except WorkdirLockedError as error:
+        raise fail(str(error)) from error
     _print_run_summary(config, result)
 
 

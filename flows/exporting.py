@@ -55,10 +55,11 @@ def export_now(config: Config, *, version: str | None, output_format: str, outpu
     """`groundgen export`: a new version when the data changed, then the training format if asked."""
     from pathlib import Path
 
+    from flows.worklock import work_lock
     from warehouse.formats import export_llamafactory, export_rllm
 
     workspace = Workspace(config.workdir)
-    with Warehouse(workspace.database) as warehouse:
+    with work_lock(workspace.root, "export"), Warehouse(workspace.database) as warehouse:
         before = previous_version(warehouse)
         row = export_version(
             warehouse,

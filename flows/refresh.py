@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +29,9 @@ from prefect import flow
 from extractors.topic_selection import interleave_by_category
 from flows.batches import BatchResult, StageCounts, write_result
 from flows.settings import code_version
+from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
 from schemas.config import Config, SizesConfig
-from schemas.errors import GroundgenError
 from schemas.ids import fingerprint
 from schemas.rows import Run, Sample, SourceState, Topic
 from warehouse.blobs import BlobStore
@@ -43,78 +40,12 @@ from warehouse.manifest import manifest_ids
 from warehouse.store import Warehouse
 
 REFRESH_STAGES = ("prompts", "trajectories", "images", "judgements", "samples")
-LOCK_NAME = "refresh.lock"
+# One writer per work directory: `groundgen run` and `groundgen refresh` share the lock.
+RefreshLockedError = WorkdirLockedError
 
 
-class RefreshLockedError(GroundgenError):
-    """Another refresh holds this work directory's lock."""
-
-
-# --- lock ------------------------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _holder(path: Path) -> dict[str, Any]:
-    try:
-        holder = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        holder = {}
-    if not holder:  # being written by the process that just created it, or junk left behind
-        try:
-            fresh = time.time() - path.stat().st_mtime < 5
-        except OSError:
-            return {}
-        return {"pid": "?", "since": "just now"} if fresh else {}
-    pid = int(holder.get("pid", 0) or 0)
-    return holder if pid and _alive(pid) else {}
-
-
-def _locked_error(workdir: Path, path: Path, holder: dict[str, Any]) -> RefreshLockedError:
-    return RefreshLockedError(
-        f"another refresh is running in {workdir} (pid {holder['pid']}, since {holder.get('since', '?')}); "
-        f"wait for it, or remove {path} if that process is gone"
-    )
-
-
-def check_unlocked(workdir: Path) -> None:
-    """Fail fast (before starting a flow) when a live process holds the refresh lock."""
-    path = Path(workdir) / LOCK_NAME
-    holder = _holder(path) if path.exists() else {}
-    if holder:
-        raise _locked_error(workdir, path, holder)
-
-
-@contextmanager
-def refresh_lock(workdir: Path) -> Iterator[Path]:
-    """Exclusive lock file `<workdir>/refresh.lock` holding the PID; a dead holder's lock is taken over."""
-    path = Path(workdir) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(path)
-            if holder:
-                raise _locked_error(workdir, path, holder) from None
-            path.unlink(missing_ok=True)  # stale: its holder died
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump({"pid": os.getpid(), "since": datetime.now(UTC).isoformat(timespec="seconds")}, handle)
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    raise RefreshLockedError(f"could not take the refresh lock {path}")
+def refresh_lock(workdir: Path) -> AbstractContextManager[Path]:
+    return work_lock(workdir, "refresh")
 
 
 # --- new topics ------------------------------------------------------------------------------------

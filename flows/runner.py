@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.settings import configure_prefect
+from flows.worklock import work_lock
 from schemas.config import Config
 from schemas.errors import ConfigurationError
 
@@ -80,11 +81,12 @@ def run_regenerate(
     flow = regenerate.with_options(task_runner=task_runner_for(config))
     # an absolute work dir: Ray workers (other processes, maybe other machines) write blobs there
     payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
-    if not show_progress:
-        return flow(payload, stages, command)
-    with progress.RichProgress() as reporter:
-        progress.set_reporter(reporter)
-        try:
+    with work_lock(Path(config.workdir), command):
+        if not show_progress:
             return flow(payload, stages, command)
-        finally:
-            progress.set_reporter(progress.SilentProgress())
+        with progress.RichProgress() as reporter:
+            progress.set_reporter(reporter)
+            try:
+                return flow(payload, stages, command)
+            finally:
+                progress.set_reporter(progress.SilentProgress())

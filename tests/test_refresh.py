@@ -46,14 +46,16 @@ def test_raised_sizes_add_the_new_topics_share():
 def test_refresh_lock_names_the_holder_and_takes_over_a_dead_one(tmp_path):
     with refresh_lock(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
-        with pytest.raises(RefreshLockedError, match=rf"another refresh is running .* \(pid {os.getpid()},"):
+        with pytest.raises(
+            RefreshLockedError, match=rf"another groundgen refresh is running .* \(pid {os.getpid()},"
+        ):
             with refresh_lock(tmp_path):
                 pass
-    assert not (tmp_path / "refresh.lock").exists()
+    assert not (tmp_path / "groundgen.lock").exists()
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    (tmp_path / "refresh.lock").write_text(json.dumps({"pid": int(dead.stdout), "since": "x"}))
+    (tmp_path / "groundgen.lock").write_text(json.dumps({"pid": int(dead.stdout), "since": "x"}))
     with refresh_lock(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
@@ -65,18 +67,22 @@ def test_cli_refresh_refuses_while_another_holds_the_lock(tmp_path):
 
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "refresh.lock").write_text(
-            json.dumps({"pid": holder.pid, "since": "2026-01-01T00:00:00+00:00"})
+        (tmp_path / "groundgen.lock").write_text(
+            json.dumps({"pid": holder.pid, "since": "2026-01-01T00:00:00+00:00", "command": "refresh"})
         )
         result = CliRunner().invoke(app, ["refresh", "-w", str(tmp_path)])
+        # a run refuses the same work directory while the refresh holds it
+        run = CliRunner().invoke(app, ["run", "-w", str(tmp_path), "--quiet"])
     finally:
         holder.kill()
         holder.wait()
     assert result.exit_code == 2
     assert (
-        f"another refresh is running in {tmp_path} (pid {holder.pid}, since 2026-01-01T00:00:00+00:00)"
+        f"another groundgen refresh is running in {tmp_path} (pid {holder.pid}, since 2026-01-01T00:00:00+00:00)"
         in " ".join(result.output.split())
     )
+    assert run.exit_code == 2
+    assert f"another groundgen refresh is running in {tmp_path}" in " ".join(run.output.split())
 
 
 def _ids(workdir: Path, model) -> set[str]:
