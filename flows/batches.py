@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from flows.progress import reporter
 from schemas.errors import RowError
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, table_for
 
 # Set only by bench/pipeline.py: run the same task functions on a plain executor, without Prefect,
 # to measure what orchestration costs.
@@ -48,10 +48,13 @@ class StageCounts:
     failures: int = 0
     batches: int = 0
     usage: dict[str, dict[str, float]] = field(default_factory=dict)  # LLM role -> summed Usage fields
+    tables: dict[str, int] = field(default_factory=dict)  # new rows per table (a teacher writes images too)
 
     def add(self, other: StageCounts) -> None:
         self.inputs += other.inputs
         self.rows_written += other.rows_written
+        for table, rows in other.tables.items():
+            self.tables[table] = self.tables.get(table, 0) + rows
         self.failures += other.failures
         self.batches += other.batches
         add_usage(self.usage, other.usage)
@@ -70,8 +73,11 @@ def write_result(
     by_type: dict[type, list[BaseModel]] = {}
     for row in result.rows:
         by_type.setdefault(type(row), []).append(row)
-    for rows in by_type.values():
-        counts.rows_written += warehouse.insert(rows)
+    for model, rows in by_type.items():
+        written = warehouse.insert(rows)
+        counts.rows_written += written
+        table = table_for(model)
+        counts.tables[table] = counts.tables.get(table, 0) + written
     errors = list(result.errors)
     accounted = set(result.done_ids) | {error.row_id for error in errors}
     errors += [

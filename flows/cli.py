@@ -104,15 +104,21 @@ def _print_run_summary(config: Config, result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {result['run_id']}", show_edge=False)
-    for column in ("stage", "inputs", "rows written", "failures", "seconds"):
-        table.add_column(column, justify="right" if column != "stage" else "left")
+    for column in ("stage", "inputs", "new rows", "failures", "seconds", "also written"):
+        table.add_column(column, justify="left" if column in ("stage", "also written") else "right")
     for stage, counts in result["counts"].items():
+        tables = counts.get("tables", {})
+        own = tables.get(stage, counts["rows_written"]) if stage != "export" else counts["rows_written"]
+        others = ", ".join(
+            f"{rows} {name}" for name, rows in sorted(tables.items()) if name != stage and rows
+        )
         table.add_row(
             stage,
             str(counts["inputs"]),
-            str(counts["rows_written"]),
+            str(own),
             str(counts["failures"]),
             f"{counts['seconds']:.1f}",
+            others,
         )
     console = Console()
     console.print(table)
