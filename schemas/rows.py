@@ -188,8 +188,10 @@ class Sample(Row):
 class PageRecord(Row):
     """A fetched page (or the error fetching it), cached so reruns and other trajectories reuse it.
 
-    id = content_id(url). Workers keep their own page cache file and return these rows; the flow
-    writes them here, so the pages a dataset was built from can be inspected with SQL."""
+    id = content_id(url) for a page; content_id("page-error", url, error_class, fetched_at) for a
+    failed fetch, so an old 503 never hides the page fetched later. Workers keep their own page cache
+    file and return these rows; the flow writes them here, so the pages a dataset was built from can
+    be inspected with SQL."""
 
     url: str
     final_url: str = ""
