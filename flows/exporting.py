@@ -13,21 +13,32 @@ from warehouse.export import export_version, previous_version
 from warehouse.store import Warehouse
 
 
-def export_if_changed(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+def export_current(warehouse: Warehouse, config: Config, version: str | None = None) -> tuple[Version, bool]:
+    """Export this config's curated samples; (the version, whether it is new). Unchanged data gives
+    back the latest version (see `warehouse.export.export_version`)."""
     workspace = Workspace(config.workdir)
-    reporter().start("export", 1)
     before = previous_version(warehouse)
-    version = export_version(
+    row = export_version(
         warehouse,
         BlobStore(workspace.blobs),
         workspace.exports,
         config,
         curator=config.curation_fingerprint(),
         code_version=code_version(),
+        version=version,
     )
-    reporter().finish("export")
-    new = before is None or version.id != before.id
+    return row, before is None or row.id != before.id
+
+
+def export_stage_counts(version: Version, new: bool) -> StageCounts:
     return StageCounts(inputs=version.sft_rows + version.rl_rows, rows_written=int(new), batches=1)
+
+
+def export_if_changed(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
+    reporter().start("export", 1)
+    version, new = export_current(warehouse, config)
+    reporter().finish("export")
+    return export_stage_counts(version, new)
 
 
 def latest_version(warehouse: Warehouse) -> Version | None:
@@ -60,17 +71,7 @@ def export_now(config: Config, *, version: str | None, output_format: str, outpu
 
     workspace = Workspace(config.workdir)
     with work_lock(workspace.root, "export"), Warehouse(workspace.database) as warehouse:
-        before = previous_version(warehouse)
-        row = export_version(
-            warehouse,
-            BlobStore(workspace.blobs),
-            workspace.exports,
-            config,
-            curator=config.curation_fingerprint(),
-            code_version=code_version(),
-            version=version,
-        )
-    new = before is None or row.id != before.id
+        row, new = export_current(warehouse, config, version)
     lines = [
         f"{'exported' if new else 'unchanged since'} {row.id}: {row.sft_rows} SFT rows, {row.rl_rows} RL rows -> {row.path}"
     ]

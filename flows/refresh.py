@@ -28,14 +28,14 @@ from prefect import flow
 
 from extractors.topic_selection import interleave_by_category
 from flows.batches import BatchResult, StageCounts, write_result
+from flows.exporting import export_current, export_stage_counts
 from flows.settings import code_version
 from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
 from schemas.config import Config, SizesConfig
 from schemas.ids import fingerprint
 from schemas.rows import Run, Sample, SourceState, Topic
-from warehouse.blobs import BlobStore
-from warehouse.export import export_version, previous_version
+from warehouse.export import previous_version
 from warehouse.manifest import manifest_ids
 from warehouse.store import Warehouse
 
@@ -164,7 +164,7 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
             new = unexported_kept(warehouse, curator)
             summary["new_samples"] = len(new)
             if new and len(new) >= min_new:
-                counts["export"] = vars(_export(warehouse, stage_config, workspace))
+                counts["export"] = vars(_export(warehouse, stage_config))
                 latest = previous_version(warehouse)
                 summary["version"] = latest.id if latest else None
             else:
@@ -178,18 +178,8 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
     return {"run_id": run.id, "counts": counts, **summary}
 
 
-def _export(warehouse: Warehouse, config: Config, workspace: Workspace) -> StageCounts:
-    before = previous_version(warehouse)
-    version = export_version(
-        warehouse,
-        BlobStore(workspace.blobs),
-        workspace.exports,
-        config,
-        curator=config.curation_fingerprint(),
-        code_version=code_version(),
-    )
-    new = before is None or version.id != before.id
-    return StageCounts(inputs=version.sft_rows + version.rl_rows, rows_written=int(new), batches=1)
+def _export(warehouse: Warehouse, config: Config) -> StageCounts:
+    return export_stage_counts(*export_current(warehouse, config))
 
 
 def _message(summary: dict[str, Any], min_new: int) -> str:

@@ -228,12 +228,16 @@ class Resources:
                 from synthesis.http_painter import HTTPPainter
 
                 return HTTPPainter(config.painter, self.blobs, fingerprint=config.painter_fingerprint())
+            from diffusers.utils import logging as diffusers_logging
             from transformers.utils import logging as transformers_logging
 
             from synthesis.painter import DiffusersPainter
 
-            # CLIP-sized text encoders truncate long grounded prompts; that is expected, not news per row
+            # CLIP-sized text encoders truncate long grounded prompts; that is expected, not news per row.
+            # Loading bars would interleave with the stage bars: the stage bars say where a run is.
             transformers_logging.set_verbosity_error()
+            transformers_logging.disable_progress_bar()
+            diffusers_logging.disable_progress_bar()
 
             model = config.painter.model
             if config.painter.kind == "tiny" or not model:
