@@ -77,7 +77,8 @@ def main() -> None:
     for stage in STAGE_ORDER:
         d, p = direct["counts"][stage], prefect["counts"][stage]
         ratio = p["seconds"] / d["seconds"] if d["seconds"] else float("nan")
-        print(f"{stage:<14}{p['rows_written']:>8}{d['seconds']:>11.2f}{p['seconds']:>11.2f}{ratio:>8.3f}")
+        rows = p.get("tables", {}).get(stage, p["rows_written"])  # the stage's own table
+        print(f"{stage:<14}{rows:>8}{d['seconds']:>11.2f}{p['seconds']:>11.2f}{ratio:>8.3f}")
     overhead = prefect_seconds / direct_seconds
     print(f"{'total':<14}{'':>8}{direct_seconds:>11.2f}{prefect_seconds:>11.2f}{overhead:>8.3f}")
     print(
