@@ -28,19 +28,26 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class TokenBucket:
-    """Allow `rate_per_minute` acquisitions per minute on average, bursts up to `burst`. 0 = unlimited."""
+    """A reservation token bucket, `per_minute` units a minute on average (0 = unlimited).
+
+    It holds `burst` units (or `burst_s` seconds' worth). `reserve(n)` charges n now and says how long
+    to wait first; the level may go negative, so callers queue in order and a request bigger than
+    the bucket still passes after its wait. `refund(n)` gives back an over-estimate. The lock is a
+    thread lock: batches in other threads and event loops of one process share the same budget.
+    """
 
     def __init__(
         self,
-        rate_per_minute: float,
+        per_minute: float,
         *,
-        burst: int = 1,
+        burst: float | None = None,
+        burst_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.rate_per_second = rate_per_minute / 60.0
-        self.capacity = float(max(1, burst))
-        self.tokens = self.capacity
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst) if burst is not None else max(1.0, self.rate * burst_s)
+        self.level = self.capacity
         self.clock = clock
         self.sleep = sleep
         self.updated = clock()
@@ -48,18 +55,26 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self.clock()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_second)
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
         self.updated = now
 
-    async def acquire(self) -> None:
-        if self.rate_per_second <= 0:
-            return
-        # A reservation under a thread lock: callers in other threads and event loops (concurrent
-        # batches of one worker process) share the same budget; waiters are served in order.
+    def reserve(self, amount: float = 1.0) -> float:
+        if self.rate <= 0:
+            return 0.0
         with self._lock:
             self._refill()
-            self.tokens -= 1
-            wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate_per_second
+            need = min(amount, self.capacity)
+            wait = 0.0 if self.level >= need else (need - self.level) / self.rate
+            self.level -= amount
+            return wait
+
+    def refund(self, amount: float) -> None:
+        with self._lock:
+            self._refill()
+            self.level = min(self.capacity, self.level + amount)
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        wait = self.reserve(amount)
         if wait > 0:
             await self.sleep(wait)
 
@@ -69,13 +84,30 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if moment is None:
+        return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` (OpenAI-style gateways), else `Retry-After`."""
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    return retry_after_seconds(headers.get("retry-after"), now=now)
 
 
 def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:

@@ -23,7 +23,6 @@ logged, stored or put in an error message.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
@@ -35,6 +34,8 @@ from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from extractors.rate_limit import TokenBucket, backoff_delay, parse_retry_after
 
 try:  # the HTTP library the installed openai SDK is built on (openai >= 3 ships httpx2, older uses httpx)
     import httpx2 as httpx
@@ -143,37 +144,6 @@ class ChatResult:
 # --- pure helpers ---------------------------------------------------------------------------------
 
 
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
-    if headers is None:
-        return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment is None:
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max_s, base_s * 2**attempt)]."""
-    return rng.uniform(0.0, min(max_s, base_s * (2**attempt)))
-
-
 def redact_url(url: str) -> str:
     """The URL without user info or query (where some gateways put keys), for log lines."""
     parts = urlsplit(url)
@@ -200,40 +170,6 @@ def estimate_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         for call in message.get("tool_calls") or []:
             characters += len(json.dumps(call))
     return characters // 4 + images * IMAGE_TOKEN_ESTIMATE + 4 * len(messages)
-
-
-class TokenBucket:
-    """A reservation token bucket: `reserve(n)` charges n now and says how long to wait first.
-
-    The level may go negative (a request bigger than the bucket still passes, after the wait), so
-    callers queue in order. `refund(n)` gives back an over-estimate. Thread-safe.
-    """
-
-    def __init__(self, per_minute: float, burst_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
-        self.clock = clock
-        self.level = self.capacity
-        self.updated = clock()
-        self._lock = threading.Lock()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def reserve(self, amount: float) -> float:
-        with self._lock:
-            self._refill()
-            need = min(amount, self.capacity)
-            wait = 0.0 if self.level >= need else (need - self.level) / self.rate
-            self.level -= amount
-            return wait
-
-    def refund(self, amount: float) -> None:
-        with self._lock:
-            self._refill()
-            self.level = min(self.capacity, self.level + amount)
 
 
 # --- transport: the response size cap ----------------------------------------------------------
@@ -322,10 +258,12 @@ class LLMClient:
         self.max_retry_after_s = max_retry_after_s
         self._api_key = self._read_key(config)
         self._request_bucket = (
-            TokenBucket(config.requests_per_minute, rate_burst_s) if config.requests_per_minute else None
+            TokenBucket(config.requests_per_minute, burst_s=rate_burst_s)
+            if config.requests_per_minute
+            else None
         )
         self._token_bucket = (
-            TokenBucket(config.tokens_per_minute, rate_burst_s) if config.tokens_per_minute else None
+            TokenBucket(config.tokens_per_minute, burst_s=rate_burst_s) if config.tokens_per_minute else None
         )
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = (
             weakref.WeakKeyDictionary()
@@ -461,7 +399,9 @@ class LLMClient:
                         ) from None
                     delay = error.retry_after
                 else:
-                    delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, self.rng)
+                    delay = backoff_delay(
+                        attempt, base_s=self.backoff_base_s, cap_s=self.backoff_max_s, rng=self.rng
+                    )
                 logger.warning(
                     "model call to %s at %s failed (%s); retry %d of %d in %.2fs",
                     self.config.model,

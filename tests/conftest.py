@@ -92,3 +92,26 @@ def prefect_server(tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(autouse=True)
+def prefect_console_on_real_stderr():
+    """Prefect's console log handler keeps the stderr it was created with. When a flow first runs
+    inside `CliRunner.invoke`, that is the runner's temporary stream, closed after the call; later
+    flows in the same process would then fail writing log lines. Point the handlers back at the
+    process's stderr before every test."""
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [
+        logging.getLogger(),
+        *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict)),
+    ]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.stream = sys.__stderr__  # not setStream(): it flushes the closed stream first
+                handler.console.file = sys.__stderr__
+    yield

@@ -175,7 +175,7 @@ def test_serper_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
     config = SearchConfig(provider="serper", api_key_env=KEY_ENV, requests_per_minute=30, timeout_s=7)
     backend = SerperSearch.from_config(config)
-    assert (backend.base_url, backend.timeout_s, backend.bucket.rate_per_second) == (
+    assert (backend.base_url, backend.timeout_s, backend.bucket.rate) == (
         "https://google.serper.dev",
         7,
         0.5,
