@@ -108,3 +108,15 @@ def test_unknown_stage_is_reported(tmp_path):
     result = runner.invoke(app, ["run", "--stage", "paint", "-w", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown stage paint" in result.output
+
+
+def test_run_counts_are_summarized_as_new_rows_per_stage():
+    from warehouse.query import summarize_counts
+
+    counts = {
+        "topics": {"rows_written": 3, "failures": 0, "tables": {"topics": 3}},
+        "trajectories": {"rows_written": 9, "failures": 2, "tables": {"trajectories": 3, "images": 6}},
+        "export": {"rows_written": 1, "failures": 0},
+    }
+    assert summarize_counts(json.dumps(counts)) == "topics +3, trajectories +3, export +1; 2 failures"
+    assert summarize_counts("not json") == "not json"

@@ -83,11 +83,31 @@ STATUS_QUERIES = {
         "any_value(message) AS example FROM failures GROUP BY 1, 2 ORDER BY 1, 2"
     ),
     "recent runs": (
-        "SELECT id, command, status, started_at, finished_at, counts_json FROM runs "
+        "SELECT id, command, status, strftime(started_at, '%Y-%m-%d %H:%M:%S') AS started, "
+        "round(epoch(finished_at) - epoch(started_at), 1) AS seconds, counts_json AS new_rows FROM runs "
         "ORDER BY started_at DESC LIMIT 5"
     ),
-    "versions": "SELECT id, parent, created_at, sft_rows, rl_rows, path FROM versions ORDER BY created_at DESC",
+    "versions": (
+        "SELECT id, parent, strftime(created_at, '%Y-%m-%d %H:%M:%S') AS created, sft_rows, rl_rows, path "
+        "FROM versions ORDER BY created_at DESC"
+    ),
 }
+
+
+def summarize_counts(counts_json: str | None) -> str:
+    """A run's `counts_json` as one line: new rows of each stage's own table, then failures."""
+    try:
+        counts = json.loads(counts_json or "{}")
+    except ValueError:
+        return counts_json or ""
+    parts, failures = [], 0
+    for stage, stage_counts in counts.items():
+        if not isinstance(stage_counts, dict):
+            continue
+        own = stage_counts.get("tables", {}).get(stage, stage_counts.get("rows_written", 0))
+        parts.append(f"{stage} +{own}")
+        failures += int(stage_counts.get("failures", 0))
+    return ", ".join(parts) + (f"; {failures} failures" if failures else "")
 
 
 def status_tables(database: Path) -> list:
@@ -102,6 +122,8 @@ def status_tables(database: Path) -> list:
             for name in result.column_names:
                 table.add_column(name, overflow="fold")
             for row in result.to_pylist():
+                if "new_rows" in row:
+                    row["new_rows"] = summarize_counts(row["new_rows"])
                 table.add_row(*[_cell(row[name])[:120] for name in result.column_names])
             tables.append(table)
     except duckdb.Error as error:
