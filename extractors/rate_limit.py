@@ -182,3 +182,53 @@ async def _send(
                 raise FetchError(f"response from {url} exceeds {cap} bytes")
             parts.append(chunk)
         return response.status_code, response.headers, b"".join(parts)
+
+
+class JsonAPIClient:
+    """What the search providers' clients share: retry and rate settings, and one httpx client opened
+    on first use (one per batch's event loop; `aclose()` when the batch ends)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        requests_per_minute: float,
+        timeout_s: float,
+        max_retries: int,
+        backoff_base_s: float,
+        backoff_cap_s: float,
+        sleep: Sleep,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.sleep = sleep
+        self.bucket = TokenBucket(requests_per_minute, sleep=sleep)
+        self._secrets = tuple(secrets)
+        self._client: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _request_json(self, method: str, path: str, *, service: str, **request: Any) -> Any:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+        return await request_json(
+            self._client,
+            method,
+            f"{self.base_url}{path}",
+            service=service,
+            bucket=self.bucket,
+            max_retries=self.max_retries,
+            backoff_base_s=self.backoff_base_s,
+            backoff_cap_s=self.backoff_cap_s,
+            timeout_s=self.timeout_s,
+            sleep=self.sleep,
+            secrets=self._secrets,
+            **request,
+        )

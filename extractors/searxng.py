@@ -11,9 +11,7 @@ import asyncio
 import re
 from typing import Any
 
-import httpx
-
-from extractors.rate_limit import Sleep, TokenBucket, request_json
+from extractors.rate_limit import JsonAPIClient, Sleep
 from schemas.config import SearchConfig
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchHit
@@ -21,7 +19,7 @@ from schemas.protocols import ImageHit, SearchHit
 _RESOLUTION = re.compile(r"(\d+)\s*[x×X]\s*(\d+)")
 
 
-class SearxngSearch:
+class SearxngSearch(JsonAPIClient):
     def __init__(
         self,
         base_url: str,
@@ -36,15 +34,16 @@ class SearxngSearch:
     ) -> None:
         if not base_url:
             raise ConfigurationError("SearXNG needs search.base_url (the instance's address)")
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
+        super().__init__(
+            base_url,
+            requests_per_minute=requests_per_minute,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+            sleep=sleep,
+        )
         self.language = language
-        self.sleep = sleep
-        self.bucket = TokenBucket(requests_per_minute, sleep=sleep)
-        self._client: httpx.AsyncClient | None = None
 
     @classmethod
     def from_config(cls, config: SearchConfig) -> SearxngSearch:
@@ -52,30 +51,16 @@ class SearxngSearch:
             config.base_url, requests_per_minute=config.requests_per_minute, timeout_s=config.timeout_s
         )
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     async def _get(self, query: str, categories: str) -> list[dict[str, Any]]:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
         params = {"q": query, "format": "json", "language": self.language}
         if categories:
             params["categories"] = categories
         service = f"searxng {categories or 'general'}"
         try:
-            data = await request_json(
-                self._client,
+            data = await self._request_json(
                 "GET",
-                f"{self.base_url}/search",
+                "/search",
                 service=service,
-                bucket=self.bucket,
-                max_retries=self.max_retries,
-                backoff_base_s=self.backoff_base_s,
-                backoff_cap_s=self.backoff_cap_s,
-                timeout_s=self.timeout_s,
-                sleep=self.sleep,
                 params=params,
                 headers={"Accept": "application/json"},
             )

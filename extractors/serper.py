@@ -13,9 +13,7 @@ import asyncio
 import os
 from typing import Any
 
-import httpx
-
-from extractors.rate_limit import Sleep, TokenBucket, request_json
+from extractors.rate_limit import JsonAPIClient, Sleep
 from schemas.config import SearchConfig
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchHit
@@ -24,7 +22,7 @@ DEFAULT_BASE_URL = "https://google.serper.dev"
 DEFAULT_KEY_ENV = "SERPER_API_KEY"
 
 
-class SerperSearch:
+class SerperSearch(JsonAPIClient):
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
@@ -43,14 +41,16 @@ class SerperSearch:
                 f"Serper needs an API key in the environment variable {api_key_env or '(unset)'}"
             )
         self._api_key = key
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.sleep = sleep
-        self.bucket = TokenBucket(requests_per_minute, sleep=sleep)
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(
+            base_url or DEFAULT_BASE_URL,
+            requests_per_minute=requests_per_minute,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+            sleep=sleep,
+            secrets=(key,),
+        )
 
     @classmethod
     def from_config(cls, config: SearchConfig) -> SerperSearch:
@@ -64,26 +64,11 @@ class SerperSearch:
     def __repr__(self) -> str:  # never shows the key
         return f"SerperSearch(base_url={self.base_url!r})"
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     async def _post(self, endpoint: str, query: str, top_k: int) -> dict[str, Any]:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
-        data = await request_json(
-            self._client,
+        data = await self._request_json(
             "POST",
-            f"{self.base_url}/{endpoint}",
+            f"/{endpoint}",
             service=f"serper {endpoint}",
-            bucket=self.bucket,
-            max_retries=self.max_retries,
-            backoff_base_s=self.backoff_base_s,
-            backoff_cap_s=self.backoff_cap_s,
-            timeout_s=self.timeout_s,
-            sleep=self.sleep,
-            secrets=(self._api_key,),
             headers={"X-API-KEY": self._api_key, "Content-Type": "application/json"},
             json={"q": query, "num": max(1, min(int(top_k), 100))},
         )
