@@ -15,57 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_prefect(home: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--analytics-off",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("the Prefect server did not become healthy")
+from flows.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 
 
 def one_run(
@@ -97,7 +54,7 @@ def main() -> None:
     os.environ["GROUNDGEN_RAY_TMPDIR"] = str(root / "ray")
     os.environ["PREFECT_HOME"] = str(root / "prefect")
     (root / "prefect").mkdir()
-    server, url = start_prefect(root / "prefect")
+    server, url = start_prefect_server(root / "prefect")
     os.environ["PREFECT_API_URL"] = url
     try:
         # warm the shared caches (tiny painter, corpus index) so no runner pays for them
@@ -109,8 +66,7 @@ def main() -> None:
             )
             rows.append((label, elapsed, prompts / elapsed if elapsed else 0.0))
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop_prefect_server(server)
         shutil.rmtree(root, ignore_errors=True)
     base = rows[0][2] or 1.0
     print(f"offline pipeline, sft={args.sft} rl={args.rl}, {os.cpu_count()} cores")

@@ -41,10 +41,6 @@ def export_if_changed(warehouse: Warehouse, config: Config, run_id: str) -> Stag
     return export_stage_counts(version, new)
 
 
-def latest_version(warehouse: Warehouse) -> Version | None:
-    return previous_version(warehouse)
-
-
 def _version_row(warehouse: Warehouse, name: str | None) -> Version:
     from schemas.errors import GroundgenError
 

@@ -16,7 +16,6 @@ from prefect import flow
 
 from flows import tasks
 from flows.batches import StageCounts, direct_executor, run_until_done
-from flows.exporting import latest_version
 from flows.settings import code_version
 from flows.stage_names import STAGE_ORDER
 from flows.workspace import Workspace
@@ -24,6 +23,7 @@ from schemas.config import Config
 from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Run, Trajectory
 from warehouse import pending
+from warehouse.export import previous_version
 from warehouse.store import Warehouse
 
 
@@ -190,7 +190,7 @@ def regenerate(
             _finish(warehouse, run, "failed", counts)
             raise
         _finish(warehouse, run, "completed", counts)
-        version = latest_version(warehouse) if counts.get("export", {}).get("rows_written") else None
+        version = previous_version(warehouse) if counts.get("export", {}).get("rows_written") else None
     return {
         "run_id": run.id,
         "counts": counts,

@@ -208,7 +208,7 @@ def test_the_key_never_reaches_the_logs(server, sleeps, monkeypatch, caplog):
 
 
 def test_unreachable_server_is_retried_then_a_row_error(sleeps, monkeypatch):
-    from tests.conftest import free_port
+    from flows.prefect_server import free_port
 
     monkeypatch.setenv(KEY_ENV, SECRET)
 
