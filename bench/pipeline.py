@@ -24,6 +24,7 @@ from flows.runner import run_regenerate, task_runner_for
 from flows.settings import configure_prefect
 from flows.stage_names import STAGE_ORDER
 from schemas.config import Config, SizesConfig
+from warehouse.query import stage_rows
 
 
 def config_for(workdir: Path, prompts: int, batch_size: int) -> Config:
@@ -77,7 +78,7 @@ def main() -> None:
     for stage in STAGE_ORDER:
         d, p = direct["counts"][stage], prefect["counts"][stage]
         ratio = p["seconds"] / d["seconds"] if d["seconds"] else float("nan")
-        rows = p.get("tables", {}).get(stage, p["rows_written"])  # the stage's own table
+        rows = stage_rows(stage, p)
         print(f"{stage:<14}{rows:>8}{d['seconds']:>11.2f}{p['seconds']:>11.2f}{ratio:>8.3f}")
     overhead = prefect_seconds / direct_seconds
     print(f"{'total':<14}{'':>8}{direct_seconds:>11.2f}{prefect_seconds:>11.2f}{overhead:>8.3f}")

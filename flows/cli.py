@@ -103,12 +103,14 @@ def _print_run_summary(config: Config, result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from warehouse.query import stage_rows
+
     table = Table(title=f"run {result['run_id']}", show_edge=False)
     for column in ("stage", "inputs", "new rows", "failures", "seconds", "also written"):
         table.add_column(column, justify="left" if column in ("stage", "also written") else "right")
     for stage, counts in result["counts"].items():
         tables = counts.get("tables", {})
-        own = tables.get(stage, counts["rows_written"]) if stage != "export" else counts["rows_written"]
+        own = stage_rows(stage, counts)
         others = ", ".join(
             f"{rows} {name}" for name, rows in sorted(tables.items()) if name != stage and rows
         )

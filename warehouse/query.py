@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import duckdb
 import pyarrow as pa
@@ -94,6 +94,11 @@ STATUS_QUERIES = {
 }
 
 
+def stage_rows(stage: str, counts: dict[str, Any]) -> int:
+    """New rows of a stage's own table (a teacher stage also writes images and pages)."""
+    return int(counts.get("tables", {}).get(stage, counts.get("rows_written", 0)))
+
+
 def summarize_counts(counts_json: str | None) -> str:
     """A run's `counts_json` as one line: new rows of each stage's own table, then failures."""
     try:
@@ -104,8 +109,7 @@ def summarize_counts(counts_json: str | None) -> str:
     for stage, stage_counts in counts.items():
         if not isinstance(stage_counts, dict):
             continue
-        own = stage_counts.get("tables", {}).get(stage, stage_counts.get("rows_written", 0))
-        parts.append(f"{stage} +{own}")
+        parts.append(f"{stage} +{stage_rows(stage, stage_counts)}")
         failures += int(stage_counts.get("failures", 0))
     return ", ".join(parts) + (f"; {failures} failures" if failures else "")
 
