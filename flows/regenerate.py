@@ -1,4 +1,4 @@
-"""The `regenerate` flow: every arrow of DESIGN.md's diagram, each stage reading its pending rows.
+"""The `regenerate` flow: every arrow of docs/ARCHITECTURE.md's diagram, each stage reading its pending rows.
 
 A run killed at any point and started again finishes with the same rows: every stage writes after
 each batch, ids are content hashes, and writes are insert-if-absent.

@@ -1,4 +1,4 @@
-"""Backend protocols: one per role in DESIGN.md's backend table, and the values they exchange.
+"""Backend protocols: one per role in docs/ARCHITECTURE.md's backend table, and the values they exchange.
 
 Stage cores are written against these; offline and real backends implement them.
 """
