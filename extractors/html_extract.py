@@ -19,30 +19,15 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 from lxml import etree
 
+from extractors.boilerplate import INLINE_TAGS, boilerplate_kind
+from extractors.content_root import choose_root, paragraph_chars
 from extractors.local_search import bm25_passage_scores, shorten, tokenize
 from schemas.protocols import PageImage
 
-SKIP_TAGS = frozenset(
-    "script style noscript template svg math iframe object embed canvas form button input select textarea "
-    "label nav aside footer dialog menu head link meta title base video audio source track map area".split()
-)
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 LISTS = frozenset({"ul", "ol"})
-INLINE_TAGS = frozenset(
-    "a abbr b bdi bdo big cite code data del dfn em font i ins kbd mark nobr q rp rt ruby s samp small "
-    "span strike strong sub sup time tt u var wbr img br".split()
-)
-BOILERPLATE_ROLES = frozenset(
-    "navigation banner contentinfo complementary search dialog alertdialog menu menubar toolbar".split()
-)
-BOILERPLATE_HINTS = frozenset(
-    "nav navbar navigation menu sidebar footer breadcrumb breadcrumbs cookie cookies consent banner "
-    "advert advertisement ad ads adsbygoogle sponsor sponsored promo social share sharing subscribe "
-    "newsletter popup modal related comment comments skip masthead toolbar pagination pager widget "
-    "signup login disclaimer noprint".split()
-)
+LINK_DENSE_MAX_OWN_TEXT = 300
 LINK_DENSE_TAGS = frozenset({"div", "section", "ul", "ol", "dl", "table", "p", "center"})
-_HINT_SPLIT = re.compile(r"[\s_\-]+")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -122,65 +107,37 @@ def _inline(text: str) -> str:
     return _SPACE.sub(" ", text.replace("\n", " ")).strip()
 
 
-def _is_boilerplate(element: etree._Element, in_article: bool) -> bool:
-    tag = _tag(element)
-    if not tag or tag in SKIP_TAGS:
-        return True
-    if tag == "header" and not in_article:
-        return True
-    if element.get("hidden") is not None or element.get("aria-hidden") == "true":
-        return True
-    style = (element.get("style") or "").replace(" ", "").lower()
-    if "display:none" in style or "visibility:hidden" in style:
-        return True
-    if (element.get("role") or "").lower() in BOILERPLATE_ROLES:
-        return True
-    names = f"{element.get('class') or ''} {element.get('id') or ''}".lower()
-    return any(token in BOILERPLATE_HINTS for token in _HINT_SPLIT.split(names) if token)
-
-
 def _is_citation_mark(element: etree._Element) -> bool:
     """A footnote marker such as <sup>[1]</sup> or <sup>[a]</sup>."""
     return _tag(element) == "sup" and bool(_CITATION.fullmatch(_inline(element.text_content())))
 
 
 def _link_dense(element: etree._Element) -> bool:
-    """More than half of the text is link text, with several links or little text (menus, tag lists,
-    "read more" paragraphs)."""
-    text = _inline(element.text_content())
-    if not text:
-        return False
+    """More than half of the text is link text, with several links or little text, and little text
+    outside the links (menus, tag lists, "read more" paragraphs; not a container that also holds an
+    article's paragraphs)."""
     links = element.findall(".//a")
     if not links:
         return False
+    text = _inline(element.text_content())
+    if not text:
+        return False
     link_chars = sum(len(_inline(link.text_content())) for link in links)
-    return link_chars / len(text) > 0.5 and (len(links) >= 3 or len(text) < 100)
-
-
-def _choose_root(document: etree._Element) -> tuple[etree._Element, bool]:
-    """The element holding the main content, and whether it is an article/main (where a <header>
-    is the article's own)."""
-    body = document.find("body")
-    if body is None:
-        body = document
-    for path in (".//*[@role='main']", ".//main"):
-        found = body.find(path)
-        if found is not None and len(_inline(found.text_content())) >= 200:
-            return found, True
-    articles = [a for a in body.iter("article")]
-    if articles:
-        best = max(articles, key=lambda a: len(_inline(a.text_content())))
-        if len(_inline(best.text_content())) >= 200:
-            return best, True
-    return body, False
+    return (
+        link_chars / len(text) > 0.5
+        and (len(links) >= 3 or len(text) < 100)
+        and len(text) - link_chars < LINK_DENSE_MAX_OWN_TEXT
+    )
 
 
 # --- serialisation --------------------------------------------------------------------------------
 
 
 class _Writer:
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, main_chars: int = 0, holder: etree._Element | None = None):
         self.base_url = base_url
+        self.main_chars = main_chars  # paragraph text of the whole content root
+        self.holder = holder  # the element that holds most of the body text
         self.blocks: list[str] = []
         self.buffer: list[str] = []
         self.images: list[PageImage] = []
@@ -207,6 +164,18 @@ class _Writer:
         self._image_urls.add(url)
         self.images.append(PageImage(url=url, alt=_inline(element.get("alt") or ""), caption=caption))
 
+    def dropped(self, element: etree._Element, in_article: bool) -> bool:
+        """Boilerplate, except a hinted element that holds most of the root's paragraph text (an
+        article body in a `content-with-sidebar` or `elementor-widget` wrapper)."""
+        kind = boilerplate_kind(element, in_article)
+        if kind != "hint":
+            return bool(kind)
+        if self.holder is not None and (
+            element is self.holder or any(a is element for a in self.holder.iterancestors())
+        ):
+            return False
+        return not (self.main_chars and paragraph_chars(element) * 2 >= self.main_chars)
+
     def plain_text(
         self, element: etree._Element, in_article: bool, caption: str, skip: frozenset[str] = frozenset()
     ) -> str:
@@ -221,7 +190,7 @@ class _Writer:
             elif (
                 tag
                 and tag not in skip
-                and not _is_boilerplate(child, in_article)
+                and not self.dropped(child, in_article)
                 and not _is_citation_mark(child)
             ):
                 parts.append(" " if tag not in INLINE_TAGS else "")
@@ -236,17 +205,13 @@ class _Writer:
             if _tag(item) in LISTS:
                 lines.extend(self.list_lines(item, in_article, caption, depth + 1))
                 continue
-            if _tag(item) != "li" or _is_boilerplate(item, in_article):
+            if _tag(item) != "li" or self.dropped(item, in_article):
                 continue
             text = _inline(self.plain_text(item, in_article, caption, skip=LISTS))
             if text:
                 lines.append(f"{'  ' * depth}- {text}")
             for nested in item:
-                if (
-                    _tag(nested) in LISTS
-                    and not _is_boilerplate(nested, in_article)
-                    and not _link_dense(nested)
-                ):
+                if _tag(nested) in LISTS and not self.dropped(nested, in_article) and not _link_dense(nested):
                     lines.extend(self.list_lines(nested, in_article, caption, depth + 1))
         return lines
 
@@ -273,7 +238,7 @@ class _Writer:
 
     def visit(self, element: etree._Element, in_article: bool, caption: str) -> None:
         tag = _tag(element)
-        if _is_boilerplate(element, in_article):
+        if self.dropped(element, in_article):
             return
         if tag == "img":
             self.add_image(element, caption)
@@ -345,9 +310,14 @@ def extract_main_content(html: bytes | str, base_url: str, charset: str = "") ->
     base = document.find(".//base[@href]")
     if base is not None:
         base_url = urljoin(base_url, base.get("href", "").strip())
-    root, in_article = _choose_root(document)
-    writer = _Writer(base_url)
-    writer.walk(root, in_article)
+    content = choose_root(document)
+    root, in_article = content.element, content.in_article
+    writer = _Writer(base_url, paragraph_chars(root), content.holder)
+    if content.parts is None:
+        writer.walk(root, in_article)
+    else:
+        for part in content.parts:
+            writer.visit(part, in_article, "")
     writer.flush()
     blocks = _drop_orphan_headings(writer.blocks)
     heading = root.find(".//h1")

@@ -1,0 +1,146 @@
+"""Where a page's main content lives: the element that holds most of its body text.
+
+Readability's idea over lxml: every paragraph-like block gives its length to the element that holds
+it (and half to that element's parent); the best-scored holder is the article body. The content root
+is then its nearest `article`, `main` or `role=main` ancestor (where the article's own header, byline
+and figures live), or the body when there is none. Pure functions over a parsed document.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+from extractors.boilerplate import INLINE_TAGS, boilerplate_kind, tag_of
+
+PARAGRAPH_TAGS = ("p", "pre", "blockquote")
+DIRECT_TEXT_TAGS = frozenset({"div", "td", "section", "article", "main", "font", "center"})
+MIN_PARAGRAPH_CHARS = 25
+MIN_DIRECT_TEXT_CHARS = 50
+HINTED_WEIGHT = 0.3
+SIBLING_SHARE = 0.2
+MIN_SIBLING_SCORE = 10
+MIN_SIBLING_PARAGRAPH_CHARS = 80
+COMMENT_NAMES = re.compile(r"(?:^|[\s_\-])comments?(?:$|[\s_\-])", re.IGNORECASE)
+_SPACE = re.compile(r"\s+")
+
+
+def _length(text: str | None) -> int:
+    return len(_SPACE.sub(" ", text).strip()) if text else 0
+
+
+def _direct_text_chars(element: etree._Element) -> int:
+    """Text directly inside an element or in its inline children (a post of `<br>`-separated lines
+    or of `<span>`s), not in its block children."""
+    chars = _length(element.text)
+    for child in element:
+        if tag_of(child) in INLINE_TAGS:
+            chars += _length(child.text_content())
+        chars += _length(child.tail)
+    return chars
+
+
+def paragraph_chars(element: etree._Element) -> int:
+    """Characters of paragraph-like text under an element (what a reader would call body text)."""
+    return sum(_length(p.text_content()) for p in element.iter(*PARAGRAPH_TAGS))
+
+
+def _own_chars(element: etree._Element) -> int:
+    """Text length of a paragraph outside its links."""
+    chars = _length(element.text_content())
+    for link in element.iter("a"):
+        chars -= _length(link.text_content())
+    return chars
+
+
+def holder_scores(body: etree._Element) -> dict[etree._Element, float]:
+    """Each element that holds paragraph text, scored with it (and half its children's). Text inside
+    hard boilerplate (hidden, navigation, comments, consent banners...) does not count; text under a
+    boilerplate class/id hint counts at `HINTED_WEIGHT`."""
+    scores: dict[etree._Element, float] = {}
+    stack: list[tuple[etree._Element, float]] = [(child, 1.0) for child in reversed(body)]
+    while stack:
+        element, weight = stack.pop()
+        tag = tag_of(element)
+        kind = boilerplate_kind(element, in_article=True)
+        if kind == "hard" or (tag == "article" and not _is_content_section(element)):
+            continue
+        if kind == "hint":
+            weight = HINTED_WEIGHT
+        if tag in PARAGRAPH_TAGS:
+            chars = _own_chars(element)
+            holder = element.getparent()
+            if chars < MIN_PARAGRAPH_CHARS or holder is None:
+                continue
+        else:
+            stack.extend((child, weight) for child in reversed(element))
+            if tag not in DIRECT_TEXT_TAGS:
+                continue
+            chars = _direct_text_chars(element)
+            holder = element
+            if chars < MIN_DIRECT_TEXT_CHARS:
+                continue
+        scores[holder] = scores.get(holder, 0.0) + chars * weight
+        grandparent = holder.getparent()
+        if grandparent is not None:
+            scores[grandparent] = scores.get(grandparent, 0.0) + chars * weight / 2
+    return scores
+
+
+def _is_content_section(element: etree._Element) -> bool:
+    tag = tag_of(element)
+    if tag == "main" or (element.get("role") or "").lower() == "main":
+        return True
+    if tag != "article":
+        return False
+    names = f"{element.get('class') or ''} {element.get('id') or ''}"
+    return not COMMENT_NAMES.search(names)
+
+
+@dataclass(frozen=True)
+class ContentRoot:
+    """Where to read: `element`, or only `parts` of it (the text holder and its sibling blocks of
+    body text, when the page has no article/main around its text); `in_article`: inside an article
+    or main (whose <header> is the article's own)."""
+
+    element: etree._Element
+    in_article: bool
+    parts: list[etree._Element] | None = None
+    holder: etree._Element | None = None
+
+
+def _holder_with_siblings(holder: etree._Element, scores: dict[etree._Element, float]) -> ContentRoot:
+    parent = holder.getparent()
+    if parent is None:
+        return ContentRoot(holder, False, holder=holder)
+    threshold = max(MIN_SIBLING_SCORE, scores[holder] * SIBLING_SHARE)
+    parts = [
+        child
+        for child in parent
+        if child is holder
+        or scores.get(child, 0.0) >= threshold
+        or (tag_of(child) == "p" and _length(child.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS)
+    ]
+    return ContentRoot(parent, False, parts, holder)
+
+
+def choose_root(document: etree._Element) -> ContentRoot:
+    """The element holding the main content: the nearest article/main around the best text holder,
+    else that holder with its sibling blocks of body text, else the body."""
+    body = document.find("body")
+    if body is None:
+        body = document
+    scores = holder_scores(body)
+    if not scores:
+        return ContentRoot(body, False)
+    holder = max(scores, key=lambda element: scores[element])
+    for element in (holder, *holder.iterancestors()):
+        if element is body:
+            break
+        if _is_content_section(element):
+            return ContentRoot(element, True, holder=holder)
+    if holder is body:
+        return ContentRoot(body, False, holder=holder)
+    return _holder_with_siblings(holder, scores)
