@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from schemas.arrow import create_table_sql, from_arrow, to_arrow
+from schemas.arrow import from_arrow, to_arrow
 from schemas.errors import RowError
 from schemas.ids import content_id
 from schemas.rows import (
@@ -29,6 +29,7 @@ from schemas.rows import (
     Trajectory,
     Version,
 )
+from warehouse.migrations import MigrationReport, ensure_schema
 from warehouse.views import VIEWS_SQL
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -73,8 +74,13 @@ class Warehouse:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = duckdb.connect(str(self.path), read_only=read_only)
+        self.migration: MigrationReport | None = None  # what opening for writing changed
         if not read_only:
-            self._create_schema()
+            try:
+                self._create_schema()
+            except BaseException:
+                self.connection.close()
+                raise
 
     def __enter__(self) -> Warehouse:
         return self
@@ -86,10 +92,9 @@ class Warehouse:
         self.connection.close()
 
     def _create_schema(self) -> None:
-        for table, model in TABLES.items():
-            self.connection.execute(create_table_sql(table, model))
-        for statement in INDEXES_SQL:
-            self.connection.execute(statement)
+        """Create the tables of a fresh file, or migrate an older warehouse in place (backup first;
+        see `warehouse.migrations`), then (re)create the views."""
+        self.migration = ensure_schema(self.connection, self.path, TABLES, INDEXES_SQL)
         for statement in VIEWS_SQL:
             self.connection.execute(statement)
 
@@ -105,7 +110,8 @@ class Warehouse:
         before = self.count(table)
         self.connection.register("_incoming", arrow_rows)
         try:
-            self.connection.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM _incoming").fetchall()
+            # BY NAME: a migrated warehouse may hold its columns in another order than the row model
+            self.connection.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming").fetchall()
         finally:
             self.connection.unregister("_incoming")
         return self.count(table) - before
@@ -115,7 +121,7 @@ class Warehouse:
         table = table_for(type(row))
         self.connection.register("_incoming", to_arrow([row], type(row)))
         try:
-            self.connection.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM _incoming").fetchall()
+            self.connection.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming").fetchall()
         finally:
             self.connection.unregister("_incoming")
 
@@ -149,7 +155,8 @@ class Warehouse:
         parameters: Sequence[Any] | None = None,
         order_by: str = "id",
     ) -> list[ModelT]:
-        sql = f"SELECT * FROM {table_for(model)}"
+        columns = ", ".join(f'"{name}"' for name in model.model_fields)  # not *: an old column stays out
+        sql = f"SELECT {columns} FROM {table_for(model)}"
         if where:
             sql += f" WHERE {where}"
         sql += f" ORDER BY {order_by}"
