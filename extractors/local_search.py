@@ -3,11 +3,16 @@
 Pure Python + numpy (no new dependency). Each term's postings hold precomputed BM25 weights, so a
 query is a few numpy scatter-adds. Ranking is deterministic: score descending, ties by document id.
 Hits carry the corpus server's canonical URLs, so results do not depend on the server's port.
+
+Image search answers only with catalog images that match the query: an image's caption, keywords and
+illustrated articles must hold at least `MIN_IMAGE_QUERY_COVERAGE` of the query's idf weight (a query
+word no image mentions weighs as much as the rarest word), so "Japanese art" does not return the
+coffee cup whose keywords say "latte art". Nothing matching => no images, as an honest search would;
+the teacher then answers without references and the painter works from the text alone.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections import Counter
@@ -22,8 +27,8 @@ from schemas.protocols import ImageHit, SearchHit
 from schemas.rows import Topic
 
 MAX_IMAGE_HITS = 5
-FILLER_IMAGE_HITS = 2  # images returned when no caption matches the query
 MIN_IMAGE_SCORE_RATIO = 0.3  # image hits scoring under this share of the best one are noise
+MIN_IMAGE_QUERY_COVERAGE = 0.5  # share of the query's idf weight an image's text must contain
 MAX_TOP_K = 50
 SNIPPET_CHARS = 200
 
@@ -126,6 +131,22 @@ class BM25Index:
     def idf(self, term: str) -> float:
         return self._idf.get(term, 0.0)
 
+    def term_weight(self, term: str) -> float:
+        """The term's idf; a term no document holds weighs as much as one found in a single document
+        would, plus a little (it is at least that rare)."""
+        total = len(self._doc_ids)
+        return self._idf.get(term, math.log(1 + (total + 0.5) / 0.5))
+
+    def coverage(self, query: str, text: str) -> float:
+        """Share of the query's idf weight whose terms occur in `text` (0 for an empty query)."""
+        terms = set(tokenize(query))
+        weights = {term: self.term_weight(term) for term in terms}
+        total = sum(weights.values())
+        if total <= 0:
+            return 0.0
+        present = set(tokenize(text))
+        return sum(weight for term, weight in weights.items() if term in present) / total
+
     def search(self, query: str, top_k: int) -> list[Ranked]:
         """The best `top_k` documents with a positive score, best first, ties by doc id."""
         scores = np.zeros(len(self._doc_ids), dtype=np.float64)
@@ -182,14 +203,22 @@ class LocalSearch:
         )
         self.image_index = BM25Index([(image.name, image.search_text) for image in self.images])
         self._titles = {topic.title for topic in self.topics}
+        self._by_title = {" ".join(topic.title.lower().split()): n for n, topic in enumerate(self.topics)}
 
     async def search(self, query: str, top_k: int) -> list[SearchHit]:
         return self.search_sync(query, top_k)
 
     def search_sync(self, query: str, top_k: int) -> list[SearchHit]:
+        """BM25 hits, except that the article whose title is the query itself comes first (a query
+        "Moon" finds the article "Moon" before the longer "Moon landing", as a web search would)."""
+        wanted = max(1, min(top_k, MAX_TOP_K))
+        positions = [ranked.position for ranked in self.index.search(query, wanted)]
+        exact = self._by_title.get(" ".join(query.lower().split()))
+        if exact is not None:
+            positions = [exact, *(position for position in positions if position != exact)][:wanted]
         hits = []
-        for ranked in self.index.search(query, max(1, min(top_k, MAX_TOP_K))):
-            topic = self.topics[ranked.position]
+        for position in positions:
+            topic = self.topics[position]
             hits.append(
                 SearchHit(
                     title=topic.title,
@@ -209,18 +238,10 @@ class LocalSearch:
             self.images[ranked.position]
             for ranked in ranking
             if ranked.score >= ranking[0].score * MIN_IMAGE_SCORE_RATIO
+            and self.image_index.coverage(query, self.images[ranked.position].search_text)
+            >= MIN_IMAGE_QUERY_COVERAGE
         ]
-        if not chosen:
-            chosen = self.filler_images(query, min(wanted, FILLER_IMAGE_HITS))
         return [self._image_hit(image) for image in chosen]
-
-    def filler_images(self, query: str, count: int) -> list[CatalogImage]:
-        """Like a web image search, never come back empty: with no caption match, a fixed
-        pseudo-random pick of the catalog per query (the offline catalog has only ~20 images)."""
-        key = " ".join(tokenize(query))
-        return sorted(
-            self.images, key=lambda image: hashlib.sha256(f"{key}\0{image.name}".encode()).hexdigest()
-        )[:count]
 
     def _image_hit(self, image: CatalogImage) -> ImageHit:
         page = next((title for title in image.articles if title in self._titles), "")

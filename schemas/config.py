@@ -207,7 +207,17 @@ class Config(Section):
         return fingerprint({"writer": self.writer, "llm": self.llm.writer})
 
     def teacher_fingerprint(self) -> str:
-        return fingerprint({"teacher": self.teacher, "llm": self.llm.teacher, "search": self.search.provider})
+        """Every setting and model endpoint that shapes a trajectory. The browse-summary endpoint
+        (`[llm.summary]`) is included only when it is used (an LLM teacher with `browse_summary`), and
+        then as an extra key, so configs without one keep the fingerprint (and ids) they had."""
+        parts: dict[str, object] = {
+            "teacher": self.teacher,
+            "llm": self.llm.teacher,
+            "search": self.search.provider,
+        }
+        if self.teacher.kind == "llm" and self.teacher.browse_summary and self.llm.summary is not None:
+            parts["summary"] = self.llm.summary
+        return fingerprint(parts)
 
     def painter_fingerprint(self) -> str:
         return fingerprint(self.painter.model_dump(exclude=set(PAINTER_RUNTIME_FIELDS)))

@@ -123,6 +123,8 @@ class Trajectory(Row):
     model_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    protocol_repairs: int = 0  # correction messages the episode needed (unparseable turn, rule broken)
+    empty_think_turns: int = 0  # assistant turns whose <think> block is empty (no reasoning at all)
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -145,6 +147,7 @@ class Image(Row):
     steps: int = 0
     guidance: float = 0.0
     elapsed_s: float = 0.0
+    prompt_tokens_truncated: int = 0  # ground truth: gen_prompt tokens cut off by the text encoder's max length
 
 
 # --- judgements -----------------------------------------------------------------------------------

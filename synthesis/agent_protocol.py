@@ -261,9 +261,9 @@ def parse_answer(answer_json: str, known_ids: set[str] | list[str]) -> ParsedAns
             raise ModelOutputError(f"unknown image id {img_id!r}")
         note = reference.get("note", "")
         chosen.setdefault(img_id, ChosenReference(img_id=img_id, note=note if isinstance(note, str) else ""))
-    if not 1 <= len(chosen) <= MAX_REFERENCES:
+    if len(chosen) > MAX_REFERENCES:  # none is an answer: no returned image shows the subject
         raise ModelOutputError(
-            f"answer must choose 1 to {MAX_REFERENCES} reference images, got {len(chosen)}"
+            f"answer must choose at most {MAX_REFERENCES} reference images, got {len(chosen)}"
         )
     return ParsedAnswer(gen_prompt=gen_prompt, chosen=[chosen[key] for key in sorted(chosen)])
 

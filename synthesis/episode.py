@@ -9,12 +9,18 @@ tool call after the final message); `repeated_response` (a reply identical to an
 second call rejected for repeating a query); `max_response_length_exceeded` (the reply was cut off);
 `error` (a second reply that is not a protocol turn). A failing model call (ModelCallError) is not an
 ending: it propagates so the flow records a retryable failure for the row.
+
+Well-formedness, recorded on the trajectory for curation: `protocol_repairs` counts the correction
+messages the episode needed (a reply that is not a protocol turn, an answer before any image_search,
+a tool call rejected with a ToolError for the model's own mistake: unknown tool, bad arguments, a
+repeated query); `empty_think_turns` counts protocol turns whose <think> block is empty. A reply the
+episode could not use is `reject()`ed, so the teacher's response cache never replays it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.config import TeacherConfig
 from schemas.errors import ModelOutputError
@@ -42,6 +48,13 @@ class ModelReply:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     truncated: bool = False  # the response hit the length limit (finish_reason "length")
+    # called when the episode could not use this reply (not a protocol turn, cut off, unusable answer),
+    # so a response cache forgets it and a rerun asks the model again instead of replaying it
+    discard: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def reject(self) -> None:
+        if self.discard is not None:
+            self.discard()
 
 
 Model = Callable[[list[Message]], Awaitable[ModelReply]]
@@ -77,6 +90,7 @@ async def run_episode(
     images: list[Image] = []
     seen_replies: set[str] = set()
     model_calls = prompt_tokens = completion_tokens = format_errors = repeats = 0
+    repairs = empty_thinks = 0
     forced = image_searched = False
     ending: Ending = "no_answer"
     gen_prompt, chosen = "", []
@@ -94,6 +108,7 @@ async def run_episode(
         text = reply.text.strip()
         messages.append(Message(role="assistant", content=text))
         if reply.truncated:
+            reply.reject()
             ending = "max_response_length_exceeded"
             break
         if text in seen_replies:
@@ -102,19 +117,25 @@ async def run_episode(
         seen_replies.add(text)
         turn = parse_model_turn(text)
         if not turn.ok:
+            reply.reject()
             format_errors += 1
             if forced or format_errors >= 2:
                 ending = "no_answer" if forced else "error"
                 break
             _append_user(messages, format_error_message(turn.error))
+            repairs += 1
             continue
+        if not turn.think.strip():
+            empty_thinks += 1
         if turn.answer_json is not None:
             if not image_searched and not forced:
                 _append_user(messages, IMAGE_SEARCH_REQUIRED)
+                repairs += 1
                 continue
             try:
                 answer = parse_answer(turn.answer_json, memory.registry.ids)
             except ModelOutputError:
+                reply.reject()
                 ending = "answer_parse_failed"
                 break
             ending, gen_prompt, chosen = "answer", answer.gen_prompt, answer.chosen
@@ -125,6 +146,7 @@ async def run_episode(
         assert turn.tool_call is not None  # a valid turn without an answer is a tool call
         outcome = await toolbox.execute(turn.tool_call, model_calls, memory)
         tool_calls.append(outcome.record)
+        repairs += outcome.rejected  # the call itself broke a rule: its ToolError response corrects it
         messages.append(outcome.message)
         images.extend(outcome.new_images)
         image_searched = image_searched or (outcome.record.name == "image_search" and outcome.record.ok)
@@ -147,5 +169,7 @@ async def run_episode(
         model_calls=model_calls,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
+        protocol_repairs=repairs,
+        empty_think_turns=empty_thinks,
     )
     return TeacherResult(trajectory=trajectory, reference_images=images)

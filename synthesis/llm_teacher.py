@@ -13,6 +13,12 @@ This module only adapts the model:
   in `tools=`, history is sent with `tool_calls` / `tool` messages, and a native call is written back
   into the trajectory as protocol text (`<think>..</think><tool_call>..</tool_call>`), so SFT rows
   look the same either way;
+- the server's separate reasoning field (`reasoning_content` or `reasoning` on the message, as vLLM,
+  SGLang and DeepSeek-style APIs return it) becomes the `<think>` text of a reply that has no think
+  block of its own; a turn with no reasoning at all keeps an empty `<think></think>` and the episode
+  counts it (`Trajectory.empty_think_turns`);
+- a reply the episode cannot use (not a protocol turn, cut off, an unusable answer) is evicted from
+  the response cache (`LLMClient.forget`), so a retry or a rerun asks the model again;
 - optionally a browse summary (`TeacherConfig.browse_summary`): a (possibly different) summary model
   answers the browse query from the page text, part by part, as Gen-Searcher's reader did.
 
@@ -33,7 +39,7 @@ from schemas.protocols import Page, TeacherResult, Tools
 from schemas.rows import Message, Prompt
 from synthesis.agent_protocol import TOOL_SCHEMAS, final_answer_message, load_template, parse_model_turn
 from synthesis.episode import ModelReply, run_episode
-from synthesis.llm_client import LLMClient, NativeToolCall, Usage
+from synthesis.llm_client import ChatResult, LLMClient, NativeToolCall, Usage
 from synthesis.response_cache import ResponseCache
 from synthesis.toolbox import EpisodeMemory, Toolbox, ToolOutcome
 
@@ -53,10 +59,40 @@ class _RecordingToolbox(Toolbox):
         return await super().execute(call, round, memory)
 
 
-def protocol_text(content: str, calls: list[NativeToolCall]) -> str:
-    """A native reply written as protocol text: the content becomes the think block (unless it has one)."""
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def reasoning_text(result: ChatResult) -> str:
+    """The reasoning a server returned beside the content (vLLM/SGLang `reasoning_content`, OpenRouter
+    and newer vLLM `reasoning`), or ''."""
+    try:
+        message = result.raw["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    for key in REASONING_FIELDS:
+        value = message.get(key) if isinstance(message, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def with_reasoning(content: str, reasoning: str) -> str:
+    """A text reply with the server's separate reasoning as its think block, unless it has one."""
     content = content.strip()
-    think = content if content.startswith("<think>") else f"<think>{content}</think>"
+    if not reasoning or content.startswith("<think>"):
+        return content
+    return f"<think>{reasoning}</think>\n{content}"
+
+
+def protocol_text(content: str, calls: list[NativeToolCall], reasoning: str = "") -> str:
+    """A native reply written as protocol text: the reasoning and the content become the think block
+    (unless the content has one)."""
+    content = content.strip()
+    if content.startswith("<think>"):
+        think = content
+    else:
+        thought = "\n".join(part for part in (reasoning.strip(), content) if part)
+        think = f"<think>{thought}</think>"
     blocks = []
     for call in calls:
         try:
@@ -169,12 +205,17 @@ class EpisodeModel:
         except ModelOutputError:  # larger than max_response_bytes: an overrun, recorded as an ending
             return ModelReply(text="", truncated=True)
         self.usage = self.usage + result.usage
-        text = protocol_text(result.content, result.tool_calls) if result.tool_calls else result.content
+        reasoning = reasoning_text(result)
+        if result.tool_calls:
+            text = protocol_text(result.content, result.tool_calls, reasoning)
+        else:
+            text = with_reasoning(result.content, reasoning)
         return ModelReply(
             text=text,
             prompt_tokens=result.usage.prompt_tokens,
             completion_tokens=result.usage.completion_tokens,
             truncated=result.finish_reason == "length",
+            discard=lambda: self.client.forget(result),
         )
 
 

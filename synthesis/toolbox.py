@@ -69,6 +69,7 @@ class ToolOutcome:
     new_references: list[ReferenceImage] = field(default_factory=list)
     new_images: list[Image] = field(default_factory=list)
     repeated: bool = False  # rejected because it repeated an earlier query
+    rejected: bool = False  # the call broke a rule (unknown tool, bad arguments, repeated query)
 
 
 # --- argument validation ---------------------------------------------------------------------------
@@ -162,6 +163,7 @@ class Toolbox:
                 message=Message(role="user", content=format_tool_error(str(error))),
                 record=self._record(call, round, str(error)),
                 repeated=getattr(error, "repeated", False),
+                rejected=True,
             )
 
     @staticmethod

@@ -241,6 +241,9 @@ def test_local_search(corpus: OfflineCorpus):
     assert asyncio.run(search.search("Hubble Space Telescope launch year", 5)) == hits
     assert [h.title for h in asyncio.run(search.search("Einstein photoelectric", 1))] == ["Albert Einstein"]
     assert asyncio.run(search.search("qwxzjv", 5)) == []
+    # the article titled exactly as the query comes first, then BM25's order
+    moon = [h.title for h in asyncio.run(search.search("moon", 5))]
+    assert moon[0] == "Moon" and len(moon) == 5 and len(set(moon)) == 5
 
 
 def test_image_search(corpus: OfflineCorpus):
@@ -253,10 +256,13 @@ def test_image_search(corpus: OfflineCorpus):
     assert [h.url.rsplit("/", 1)[-1] for h in asyncio.run(search.image_search("tabby cat", 5))] == [
         "chelsea.png"
     ]
-    # no caption matches: a fixed pseudo-random pick per query, like a web search that never comes back empty
-    filler = asyncio.run(search.image_search("qwxzjv", 5))
-    assert [h.url for h in filler] == [h.url for h in asyncio.run(search.image_search("QWXZJV", 5))]
-    assert len(filler) == 2 and len({h.url for h in filler}) == 2
+    # nothing in the catalogue shows it: no images (no stand-ins), also when only a minor word matches
+    assert asyncio.run(search.image_search("qwxzjv", 5)) == []
+    assert asyncio.run(search.image_search("Stefan Banach", 5)) == []
+    assert asyncio.run(search.image_search("Japanese art", 5)) == []  # coffee's keywords say "latte art"
+    assert [h.title for h in asyncio.run(search.image_search("Space Shuttle", 5))] == [
+        "Astronaut Eileen Collins, NASA portrait"  # keyword "space shuttle commander"
+    ]
 
 
 @pytest.mark.slow

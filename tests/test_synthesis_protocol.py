@@ -146,7 +146,6 @@ def test_parse_answer_sorts_deduplicates_and_validates():
         ('{"gen_prompt": "see en.wikipedia.org", "reference_images": []}', "gen_prompt contains a URL"),
         ('{"gen_prompt": "like IMG_001", "reference_images": []}', "gen_prompt contains an image id"),
         ('{"gen_prompt": "p"}', "answer has no reference_images list"),
-        ('{"gen_prompt": "p", "reference_images": []}', "answer must choose 1 to 5 reference images, got 0"),
         ('{"gen_prompt": "p", "reference_images": [{"img_id": "IMG_009"}]}', "unknown image id 'IMG_009'"),
         ('{"gen_prompt": "p", "reference_images": ["IMG_001"]}', "each reference image must be an object"),
     ],
@@ -154,6 +153,11 @@ def test_parse_answer_sorts_deduplicates_and_validates():
 def test_parse_answer_failures(answer, message):
     with pytest.raises(ModelOutputError, match=message.replace("(", r"\(")):
         parse_answer(answer, {"IMG_001"})
+
+
+def test_parse_answer_with_no_reference_is_a_text_to_image_answer():
+    answer = parse_answer('{"gen_prompt": "A portrait of Stefan Banach.", "reference_images": []}', set())
+    assert (answer.gen_prompt, answer.chosen) == ("A portrait of Stefan Banach.", [])
 
 
 def test_parse_answer_more_than_five():

@@ -258,11 +258,12 @@ def test_scripted_teacher_full_trajectory():
     }
     assert trajectory.gen_prompt == (
         "Design a museum poster about the Eiffel Tower showing its height in metres and the years it was built, with "
-        "Gustave Eiffel beside it. Verified facts to show accurately: It was designed by the company of Gustave "
-        "Eiffel and built from 1887 to 1889. The tower is 330 metres tall and was the tallest man-made structure "
-        "until 1930. Depict Eiffel Tower as in the first reference image. Depict Gustave Eiffel as in the second "
-        "reference image."
+        "Gustave Eiffel beside it. The Eiffel Tower is a wrought-iron lattice tower in Paris, France. It was designed "
+        "by the company of Gustave Eiffel and built from 1887 to 1889. The tower is 330 metres tall and was the "
+        "tallest man-made structure until 1930. Depict Eiffel Tower as in the first reference image. Depict Gustave "
+        "Eiffel as in the second reference image."
     )
+    assert (trajectory.protocol_repairs, trajectory.empty_think_turns) == (0, 0)
     assert [(c.img_id, c.note) for c in trajectory.chosen_references] == [
         ("IMG_001", "Eiffel Tower"),
         ("IMG_003", "Gustave Eiffel"),
