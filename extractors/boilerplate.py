@@ -22,7 +22,7 @@ BOILERPLATE_HINTS = frozenset(
     "nav navbar navigation menu sidebar footer breadcrumb breadcrumbs cookie cookies consent banner "
     "advert advertisement ad ads adsbygoogle sponsor sponsored promo social share sharing subscribe "
     "newsletter popup modal related comment comments skip masthead toolbar pagination pager widget "
-    "signup login disclaimer noprint".split()
+    "signup login disclaimer noprint hidden".split()
 )
 STRONG_HINTS = frozenset("comment comments cookie cookies consent".split())
 INLINE_TAGS = frozenset(

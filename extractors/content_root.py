@@ -19,6 +19,7 @@ PARAGRAPH_TAGS = ("p", "pre", "blockquote")
 DIRECT_TEXT_TAGS = frozenset({"div", "td", "section", "article", "main", "font", "center"})
 MIN_PARAGRAPH_CHARS = 25
 MIN_DIRECT_TEXT_CHARS = 50
+MIN_LINE_CHARS = 10
 HINTED_WEIGHT = 0.3
 SIBLING_SHARE = 0.2
 MIN_SIBLING_SCORE = 10
@@ -36,7 +37,8 @@ def _direct_text_chars(element: etree._Element) -> int:
     or of `<span>`s), not in its block children."""
     chars = _length(element.text)
     for child in element:
-        if tag_of(child) in INLINE_TAGS:
+        tag = tag_of(child)
+        if tag in INLINE_TAGS and tag != "a":
             chars += _length(child.text_content())
         chars += _length(child.tail)
     return chars
@@ -81,7 +83,10 @@ def holder_scores(body: etree._Element) -> dict[etree._Element, float]:
             chars = _direct_text_chars(element)
             holder = element
             if chars < MIN_DIRECT_TEXT_CHARS:
-                continue
+                # a short line of a post written as one <div> per line counts for the post
+                holder = element.getparent()
+                if chars < MIN_LINE_CHARS or holder is None:
+                    continue
         scores[holder] = scores.get(holder, 0.0) + chars * weight
         grandparent = holder.getparent()
         if grandparent is not None:

@@ -22,17 +22,34 @@ from lxml import etree
 from extractors.boilerplate import INLINE_TAGS, boilerplate_kind
 from extractors.content_root import choose_root, paragraph_chars
 from extractors.local_search import bm25_passage_scores, shorten, tokenize
+from schemas.errors import ExtractionError
 from schemas.protocols import PageImage
 
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 LISTS = frozenset({"ul", "ol"})
 LINK_DENSE_MAX_OWN_TEXT = 300
+MIN_REPEATED_LINE_CHARS = 30
+REPEAT_WINDOW_LINES = 4
+_BARE_URL = re.compile(r"\s*https?://\S+\s*")
 LINK_DENSE_TAGS = frozenset({"div", "section", "ul", "ol", "dl", "table", "p", "center"})
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:\-]+)""", re.IGNORECASE)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>")
+BINARY_MAGIC = (
+    b"\x89PNG",
+    b"\xff\xd8\xff",
+    b"GIF8",
+    b"%PDF",
+    b"PK\x03\x04",
+    b"\x1f\x8b",
+    b"RIFF",
+    b"\x7fELF",
+)
+MIN_BINARY_SNIFF_BYTES = 256
+_CONTROL_BYTES = [bytes([code]) for code in (*range(0, 9), 11, 12, *range(14, 32), 127)]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE = re.compile(r"[ \t\r\f\v\u00a0\u200b]+")
 _CITATION = re.compile(r"\[(?:\d{1,3}|[a-z]|note \d{1,3}|citation needed)\]")
+_WINDOWS_1252_LABELS = {"ascii": "cp1252", "latin_1": "cp1252", "iso8859-1": "cp1252"}
 _SINGLE_BYTE_WESTERN = frozenset({"latin_1", "iso8859-1", "cp1252", "ascii", "iso8859-15"})
 
 
@@ -69,6 +86,8 @@ def decode_html(data: bytes, declared: str = "") -> str:
     if meta:
         candidates.append(meta.group(1).decode("ascii", "replace"))
     codecs_to_try = [c for c in (_codec(name) for name in candidates) if c]
+    # as browsers do (WHATWG Encoding): the ASCII and Latin-1 labels mean windows-1252
+    codecs_to_try = [_WINDOWS_1252_LABELS.get(c, c) for c in codecs_to_try]
     if codecs_to_try and codecs_to_try[0] in _SINGLE_BYTE_WESTERN and not data.isascii():
         codecs_to_try.insert(0, "utf-8")
     for codec in [*codecs_to_try, "utf-8"]:
@@ -126,7 +145,7 @@ def _link_dense(element: etree._Element) -> bool:
     return (
         link_chars / len(text) > 0.5
         and (len(links) >= 3 or len(text) < 100)
-        and len(text) - link_chars < LINK_DENSE_MAX_OWN_TEXT
+        and (_tag(element) in LISTS or len(text) - link_chars < LINK_DENSE_MAX_OWN_TEXT)
     )
 
 
@@ -297,19 +316,71 @@ def _drop_orphan_headings(blocks: list[str]) -> list[str]:
     return kept
 
 
+def _drop_bare_urls(blocks: list[str]) -> list[str]:
+    """Blocks that are nothing but a URL (the text of share widgets and "copy link" boxes)."""
+    return [block for block in blocks if not _BARE_URL.fullmatch(block)]
+
+
+def _drop_near_repeats(blocks: list[str]) -> list[str]:
+    """A line repeated within the next few lines (a slideshow's caption shown two or three times);
+    lines a page repeats further apart (a recipe's "1 cup rice" each day) stay."""
+    recent: list[str] = []
+    kept: list[str] = []
+    for block in blocks:
+        lines = []
+        for line in block.split("\n"):
+            key = line.strip(" -|#").casefold()
+            if len(key) >= MIN_REPEATED_LINE_CHARS and key in recent:
+                continue
+            recent = [*recent[-(REPEAT_WINDOW_LINES - 1) :], key]
+            lines.append(line)
+        if lines:
+            kept.append("\n".join(lines))
+    return kept
+
+
 def _heading_level(block: str) -> int:
     match = re.match(r"^(#{1,6}) ", block)
     return len(match.group(1)) if match and "\n" not in block else 0
 
 
+def looks_binary(data: bytes) -> bool:
+    """An image, archive or PDF (by its magic bytes), or bytes of which more than a tenth of the
+    first 4 KiB are control characters: not a page, whatever its content type says."""
+    if data.startswith(BINARY_MAGIC):
+        return True
+    head = data[:4096]
+    if len(head) < MIN_BINARY_SNIFF_BYTES:
+        return False
+    return sum(head.count(byte) for byte in _CONTROL_BYTES) * 10 > len(head)
+
+
+def _frameset_page(document: etree._Element, base_url: str) -> ExtractedPage | None:
+    """A frameset page has no text of its own: say so, and where its frames are."""
+    if document.find(".//frameset") is None:
+        return None
+    title_element = document.find(".//title")
+    title = _inline(title_element.text_content()) if title_element is not None else ""
+    frames = [urljoin(base_url, frame.get("src", "").strip()) for frame in document.iter("frame")]
+    frames = [url for url in dict.fromkeys(frames) if urlsplit(url).scheme in ("http", "https")]
+    lines = ["This page is a frameset; its content is in its frames:", *(f"- {url}" for url in frames)]
+    return ExtractedPage(title=title, text="\n".join(lines) if frames else "", images=[])
+
+
 def extract_main_content(html: bytes | str, base_url: str, charset: str = "") -> ExtractedPage:
-    """The main content of a page. `charset`: the one the HTTP header declared (bytes input only)."""
+    """The main content of a page. `charset`: the one the HTTP header declared (bytes input only).
+    Raises `ExtractionError` for a binary body (an image or archive served as HTML)."""
+    if isinstance(html, bytes) and looks_binary(html):
+        raise ExtractionError(f"binary content, not a page ({len(html)} bytes)")
     document = parse_html(html, charset)
     if document is None:
         return ExtractedPage(title="", text="", images=[])
     base = document.find(".//base[@href]")
     if base is not None:
         base_url = urljoin(base_url, base.get("href", "").strip())
+    frameset = _frameset_page(document, base_url)
+    if frameset is not None:
+        return frameset
     content = choose_root(document)
     root, in_article = content.element, content.in_article
     writer = _Writer(base_url, paragraph_chars(root), content.holder)
@@ -319,7 +390,7 @@ def extract_main_content(html: bytes | str, base_url: str, charset: str = "") ->
         for part in content.parts:
             writer.visit(part, in_article, "")
     writer.flush()
-    blocks = _drop_orphan_headings(writer.blocks)
+    blocks = _drop_orphan_headings(_drop_near_repeats(_drop_bare_urls(writer.blocks)))
     heading = root.find(".//h1")
     title = _inline(heading.text_content()) if heading is not None else ""
     if not title:
