@@ -35,6 +35,13 @@ WorkdirOption = Annotated[
     ),
 ]
 
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", help="Seconds to wait for a busy warehouse and for the query (e.g. --timeout 60).", min=1
+    ),
+]
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
@@ -147,11 +154,12 @@ def sql(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file (parquet needs it).")
     ] = None,
+    timeout: TimeoutOption = 30.0,
 ) -> None:
-    """Run a SQL query against the warehouse (read-only).
+    """Run a SQL query against the warehouse (read-only), also while a run or refresh writes it.
 
     Tables: topics, prompts, trajectories, images, judgements, samples, failures, runs, versions.
-    Views: sft_rows, rl_rows, funnel.
+    Views: sft_rows, rl_rows, funnel. During a run the running process answers (every finished batch).
 
     Example: groundgen sql "select category, count(*) from sft_rows group by 1 order by 2 desc"
     """
@@ -164,7 +172,7 @@ def sql(
     if output_format not in ("table", "csv", "json", "parquet"):
         raise fail(f"unknown format {output_format!r}; choose table, csv, json or parquet")
     try:
-        table = run_query(database, query)
+        table = run_query(database, query, timeout=timeout)
     except QueryError as error:
         raise fail(str(error)) from error
     if output_format == "parquet" and output is None:
@@ -173,10 +181,26 @@ def sql(
 
 
 @app.command()
-def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> None:
-    """Show the funnel (rows per stage and outcome), failures, recent runs and versions.
+def status(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Live view, redrawn every --interval seconds until Ctrl-C: rows per stage, failures, rows "
+            "waiting on retries, spend so far, rate and ETA per stage (e.g. groundgen status --watch).",
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", help="Seconds between redraws of --watch (e.g. --interval 5).", min=0.5),
+    ] = 2.0,
+    timeout: TimeoutOption = 30.0,
+) -> None:
+    """Show the funnel (rows per stage and outcome), failures, recent runs and versions; works during a run.
 
-    Example: groundgen status --workdir groundgen-data
+    Example: groundgen status --workdir groundgen-data --watch
     """
     from warehouse.query import QueryError, status_tables
 
@@ -186,8 +210,13 @@ def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> N
         raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
     from rich.console import Console
 
+    if watch:
+        from flows.live_status import watch as watch_live
+
+        watch_live(database, max_attempts=config.max_attempts, interval=interval, timeout=timeout)
+        return
     try:
-        tables = status_tables(database)
+        tables = status_tables(database, timeout=timeout)
     except QueryError as error:
         raise fail(str(error)) from error
     console = Console()
@@ -196,20 +225,44 @@ def status(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> N
     _print_schedules(console, database)
 
 
+@app.command()
+def snapshot(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write the copy (default: <workdir>/snapshot.duckdb)."),
+    ] = None,
+    timeout: TimeoutOption = 600.0,
+) -> None:
+    """Write a consistent copy of the warehouse that any DuckDB client can open, also during a run.
+
+    Example: groundgen snapshot -o copy.duckdb && duckdb copy.duckdb -readonly
+    """
+    from flows.live_status import take_snapshot
+    from warehouse.query import QueryError
+
+    config = resolve_config(config_path, workdir)
+    database = Workspace(config.workdir).database
+    if not database.exists():
+        raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
+    target = output or Path(config.workdir) / "snapshot.duckdb"
+    try:
+        typer.echo(take_snapshot(database, target, timeout=timeout))
+    except QueryError as error:
+        raise fail(str(error)) from error
+
+
 def _refresh_versions(database: Path) -> dict[str, str]:
     """runs.id -> the version a refresh exported ("" when it exported none)."""
     import json
 
-    from warehouse.query import open_read_only
+    from warehouse.query import run_query
 
-    connection = open_read_only(database)
-    try:
-        rows = connection.execute("SELECT id, counts_json FROM runs WHERE command = 'refresh'").fetchall()
-    finally:
-        connection.close()
+    rows = run_query(database, "SELECT id, counts_json FROM runs WHERE command = 'refresh'").to_pylist()
     return {
-        run_id: (json.loads(counts or "{}").get("refresh", {}).get("version") or "")
-        for run_id, counts in rows
+        row["id"]: (json.loads(row["counts_json"] or "{}").get("refresh", {}).get("version") or "")
+        for row in rows
     }
 
 

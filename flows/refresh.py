@@ -29,6 +29,7 @@ from prefect import flow
 from extractors.topic_selection import interleave_by_category
 from flows.batches import BatchResult, StageCounts, write_result
 from flows.exporting import export_current, export_stage_counts
+from flows.live_status import serve_readers
 from flows.settings import code_version
 from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
@@ -133,7 +134,11 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
 
     config = Config.model_validate(config_data)
     workspace = Workspace(config.workdir).create()
-    with refresh_lock(workspace.root), Warehouse(workspace.database) as warehouse:
+    with (
+        refresh_lock(workspace.root),
+        Warehouse(workspace.database) as warehouse,
+        serve_readers(warehouse, workspace.root),
+    ):
         run = Run(
             id=_run_id(),
             started_at=datetime.now(UTC),

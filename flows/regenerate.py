@@ -16,6 +16,7 @@ from prefect import flow
 
 from flows import tasks
 from flows.batches import StageCounts, direct_executor, run_until_done
+from flows.live_status import serve_readers
 from flows.settings import code_version
 from flows.stage_names import STAGE_ORDER
 from flows.workspace import Workspace
@@ -179,7 +180,7 @@ def regenerate(
         code_version=code_version(),
     )
     counts: dict[str, dict[str, float]] = {}
-    with Warehouse(workspace.database) as warehouse:
+    with Warehouse(workspace.database) as warehouse, serve_readers(warehouse, workspace.root):
         warehouse.replace(run)
         try:
             for stage in selected:

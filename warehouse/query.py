@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -11,30 +13,137 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from warehouse.live import DEFAULT_QUERY_TIMEOUT, LiveQueryError, live_query, socket_path
+
 
 class QueryError(RuntimeError):
-    """The query failed (SQL error) or the warehouse is busy/locked; the message says what to do."""
+    """The query failed (SQL error) or the warehouse stayed busy past the time-out; the message says why."""
+
+
+LOCK_NAME = "groundgen.lock"  # written by flows/worklock.py: {"pid", "since", "command"}
+
+
+def work_lock_holder(workdir: Path) -> dict[str, Any]:
+    """The live groundgen process holding `<workdir>/groundgen.lock` ({} when none is alive)."""
+    try:
+        holder = json.loads((Path(workdir) / LOCK_NAME).read_text() or "{}")
+        pid = int(holder.get("pid", 0) or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+    if pid <= 0:
+        return {}
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return {}
+    except PermissionError:
+        pass
+    return holder
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "no groundgen command holds the work directory"
+    return (
+        f"groundgen {holder.get('command', 'command')} (pid {holder.get('pid', '?')}, "
+        f"started {holder.get('since', '?')})"
+    )
+
+
+class WarehouseReader:
+    """Reads the warehouse whether or not a run writes it (see warehouse/live.py).
+
+    While a groundgen process holds the work directory, queries go to that process over its Unix
+    socket (a snapshot of every committed batch). Otherwise the file is opened read-only. A reader
+    never opens the file while a groundgen writer holds the work lock (that would keep the writer
+    out), and waits at most `timeout` seconds to get in; then it says what is running and how long
+    it waited instead of surfacing DuckDB's lock error. Close it (or use `with`) to let writers in.
+    """
+
+    def __init__(self, database: Path, *, timeout: float = DEFAULT_QUERY_TIMEOUT):
+        self.database = Path(database)
+        self.workdir = self.database.parent
+        self.timeout = timeout
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self.live = False  # whether the last query was answered by a running process
+
+    def __enter__(self) -> WarehouseReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def table(self, query: str) -> pa.Table:
+        started = time.monotonic()
+        last_error = ""
+        while True:
+            if self._connection is not None:
+                return self._direct(query)
+            holder = work_lock_holder(self.workdir)
+            left = self.timeout - (time.monotonic() - started)
+            if socket_path(self.workdir).exists():
+                try:
+                    table = live_query(self.workdir, query, timeout=max(left, 1.0))
+                    self.live = True
+                    return table
+                except LiveQueryError as error:
+                    if error.kind == "sql" or error.kind == "refused":
+                        raise QueryError(str(error)) from error
+                    if error.kind == "timeout":
+                        raise QueryError(f"{error} ({describe_holder(holder)} answers queries)") from error
+                    last_error = str(error)  # a socket left by a killed run, or one shutting down
+            if not holder or last_error:
+                try:
+                    self._connection = duckdb.connect(str(self.database), read_only=True)
+                    self.live = False
+                    continue
+                except duckdb.Error as error:  # a writer is starting, or another program holds it
+                    last_error = str(error).splitlines()[0]
+            waited = time.monotonic() - started
+            if waited >= self.timeout:
+                raise QueryError(self._busy_message(holder, waited, last_error))
+            time.sleep(0.1)
+
+    def _direct(self, query: str) -> pa.Table:
+        assert self._connection is not None
+        try:
+            relation = self._connection.sql(query)
+            return relation.to_arrow_table() if relation is not None else pa.table({})
+        except duckdb.Error as error:
+            raise QueryError(f"query failed: {error}") from error
+
+    def _busy_message(self, holder: dict[str, Any], waited: float, last_error: str) -> str:
+        if holder:
+            return (
+                f"waited {waited:.1f} s for {self.database}: {describe_holder(holder)} is writing it and "
+                "did not answer queries yet (it serves them once its warehouse is open); try again in a "
+                "moment, or raise --timeout"
+            )
+        return (
+            f"waited {waited:.1f} s for {self.database}: no groundgen command holds it, but another program "
+            f"does ({last_error}); close that program or query a copy of the file"
+        )
 
 
 def open_read_only(database: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection when no groundgen writer holds the work directory (else QueryError)."""
+    holder = work_lock_holder(Path(database).parent)
+    if holder:
+        raise QueryError(f"{describe_holder(holder)} is writing {database}; use `groundgen sql` meanwhile")
     try:
         return duckdb.connect(str(database), read_only=True)
     except duckdb.IOException as error:
-        raise QueryError(
-            f"cannot open {database} read-only: {error}. A running `groundgen run` holds the write lock; "
-            "wait for it to finish, or query a copy of the file."
-        ) from error
+        raise QueryError(f"cannot open {database} read-only: {str(error).splitlines()[0]}") from error
 
 
-def run_query(database: Path, query: str) -> pa.Table:
-    connection = open_read_only(database)
-    try:
-        relation = connection.sql(query)
-        return relation.to_arrow_table() if relation is not None else pa.table({})
-    except duckdb.Error as error:
-        raise QueryError(f"query failed: {error}") from error
-    finally:
-        connection.close()
+def run_query(database: Path, query: str, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> pa.Table:
+    with WarehouseReader(database, timeout=timeout) as reader:
+        return reader.table(query)
 
 
 def _cell(value: object) -> str:
@@ -114,14 +223,16 @@ def summarize_counts(counts_json: str | None) -> str:
     return ", ".join(parts) + (f"; {failures} failures" if failures else "")
 
 
-def status_tables(database: Path) -> list:
+def status_tables(database: Path, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> list:
     from rich.table import Table
 
-    connection = open_read_only(database)
     tables = []
-    try:
+    with WarehouseReader(database, timeout=timeout) as reader:
         for title, query in STATUS_QUERIES.items():
-            result = connection.sql(query).to_arrow_table()
+            try:
+                result = reader.table(query)
+            except QueryError as error:
+                raise QueryError(f"status query failed: {error}") from error
             table = Table(title=title, show_edge=False)
             for name in result.column_names:
                 table.add_column(name, overflow="fold")
@@ -130,8 +241,4 @@ def status_tables(database: Path) -> list:
                     row["new_rows"] = summarize_counts(row["new_rows"])
                 table.add_row(*[_cell(row[name])[:120] for name in result.column_names])
             tables.append(table)
-    except duckdb.Error as error:
-        raise QueryError(f"status query failed: {error}") from error
-    finally:
-        connection.close()
     return tables

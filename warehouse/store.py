@@ -5,6 +5,7 @@ One writer: the flow process. Workers return rows; they never open the database.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,6 +66,27 @@ def table_for(model: type[BaseModel]) -> str:
     raise KeyError(f"{model.__name__} has no warehouse table")
 
 
+WRITER_OPEN_WAIT_S = 30.0
+
+
+def connect_waiting(
+    path: Path, *, read_only: bool, wait_s: float = WRITER_OPEN_WAIT_S
+) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to `wait_s` while another process (a reader that opened it read-only
+    between runs) holds DuckDB's file lock; then fail with a message that says so."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                raise duckdb.IOException(
+                    f"{path} stayed locked by another process for {wait_s:g} s (a reader with the file "
+                    f"open, or another program): {str(error).splitlines()[0]}"
+                ) from error
+            time.sleep(0.1)
+
+
 class Warehouse:
     """A DuckDB file with groundgen's tables and views. Use as a context manager or call close()."""
 
@@ -73,7 +95,7 @@ class Warehouse:
         self.read_only = read_only
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = duckdb.connect(str(self.path), read_only=read_only)
+        self.connection = connect_waiting(self.path, read_only=read_only)
         self.migration: MigrationReport | None = None  # what opening for writing changed
         if not read_only:
             try:
