@@ -24,6 +24,8 @@ HINTED_WEIGHT = 0.3
 SIBLING_SHARE = 0.2
 MIN_SIBLING_SCORE = 10
 MIN_SIBLING_PARAGRAPH_CHARS = 80
+LEAD_TAGS = frozenset({"h1", "h2", "h3", "figure", "time"})
+MAX_LEAD_CHARS = 300
 COMMENT_NAMES = re.compile(r"(?:^|[\s_\-])comments?(?:$|[\s_\-])", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
@@ -121,14 +123,31 @@ def _holder_with_siblings(holder: etree._Element, scores: dict[etree._Element, f
     if parent is None:
         return ContentRoot(holder, False, holder=holder)
     threshold = max(MIN_SIBLING_SCORE, scores[holder] * SIBLING_SHARE)
-    parts = [
-        child
-        for child in parent
-        if child is holder
-        or scores.get(child, 0.0) >= threshold
-        or (tag_of(child) == "p" and _length(child.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS)
-    ]
+    parts: list[etree._Element] = []
+    before_holder = True
+    for child in parent:
+        if child is holder:
+            before_holder = False
+        if (
+            child is holder
+            or scores.get(child, 0.0) >= threshold
+            or (tag_of(child) == "p" and _length(child.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS)
+            or (before_holder and _is_lead(child))
+        ):
+            parts.append(child)
     return ContentRoot(parent, False, parts, holder)
+
+
+def _is_lead(element: etree._Element) -> bool:
+    """What stands before an article's body: its headline, byline and date line, lead figure."""
+    tag = tag_of(element)
+    if tag in LEAD_TAGS:
+        return True
+    text = _length(element.text_content())
+    if not text or text > MAX_LEAD_CHARS:
+        return False
+    link_chars = sum(_length(link.text_content()) for link in element.iter("a"))
+    return link_chars * 2 < text
 
 
 def choose_root(document: etree._Element) -> ContentRoot:

@@ -185,13 +185,16 @@ class _Writer:
 
     def dropped(self, element: etree._Element, in_article: bool) -> bool:
         """Boilerplate, except a hinted element that holds most of the root's paragraph text (an
-        article body in a `content-with-sidebar` or `elementor-widget` wrapper)."""
+        article body in a `content-with-sidebar` or `elementor-widget` wrapper) or captioned figures
+        (a `gallery-widget`)."""
         kind = boilerplate_kind(element, in_article)
         if kind != "hint":
             return bool(kind)
         if self.holder is not None and (
             element is self.holder or any(a is element for a in self.holder.iterancestors())
         ):
+            return False
+        if element.find(".//figcaption") is not None and not _link_dense(element):
             return False
         return not (self.main_chars and paragraph_chars(element) * 2 >= self.main_chars)
 
@@ -297,6 +300,8 @@ class _Writer:
                 if _tag(child) != "figcaption":
                     self.visit(child, inside, figure_caption)
             self.flush()
+            if figcaption is not None and figure_caption and not self.dropped(figcaption, inside):
+                self.blocks.append(figure_caption)
         else:
             self.walk(element, inside, caption)
         self.flush()

@@ -369,23 +369,45 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="hf (Parquet shards + card + manifest, default), llamafactory (SFT as ShareGPT JSON + images) "
-            "or rllm (RL rows: id, prompt, gt_image paths). The last two also write the hf version they come from.",
+            help="hf (Parquet shards + card + manifest, default), llamafactory (SFT as ShareGPT JSON + images), "
+            "rllm (RL rows: id, prompt, gt_image paths) or verl (RL Parquet for verl's RLHFDataset + tool "
+            "config). The last three also write the hf version they come from.",
         ),
     ] = "hf",
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Folder for llamafactory/rllm files (default: exports/<v>-<format>)."
+            "--output",
+            "-o",
+            help="Folder for llamafactory/rllm/verl files (default: exports/<v>-<format>).",
+        ),
+    ] = None,
+    absolute: Annotated[
+        bool,
+        typer.Option(
+            "--absolute",
+            help="Write absolute image paths in llamafactory/rllm/verl files (default: relative to the "
+            "format folder, which then loads wherever it is copied).",
+        ),
+    ] = False,
+    test_ratio: Annotated[
+        float | None,
+        typer.Option(
+            "--test-ratio",
+            min=0.0,
+            max=1.0,
+            help="verl: share of RL rows in test.parquet, chosen by a hash of the id (default 0.05).",
         ),
     ] = None,
 ) -> None:
     """Export the curated samples as a dataset version (exports/<version>/), if they changed.
 
-    Example: groundgen export --format llamafactory
+    Prints rows written and rows skipped (with reasons) for a training format.
+
+    Example: groundgen export --format verl --test-ratio 0.1
     """
-    if output_format not in ("hf", "llamafactory", "rllm"):
-        raise fail(f"unknown format {output_format!r}; choose hf, llamafactory or rllm")
+    if output_format not in ("hf", "llamafactory", "rllm", "verl"):
+        raise fail(f"unknown format {output_format!r}; choose hf, llamafactory, rllm or verl")
     from flows.exporting import export_now
 
     config = resolve_config(config_path, workdir)
@@ -395,7 +417,14 @@ def export(
     from schemas.errors import GroundgenError
 
     try:
-        result = export_now(config, version=version, output_format=output_format, output=output)
+        result = export_now(
+            config,
+            version=version,
+            output_format=output_format,
+            output=output,
+            absolute_paths=absolute,
+            test_ratio=test_ratio,
+        )
     except GroundgenError as error:
         raise fail(str(error)) from error
     typer.echo(result)

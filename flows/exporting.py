@@ -58,24 +58,75 @@ def _version_row(warehouse: Warehouse, name: str | None) -> Version:
     return rows[0]
 
 
-def export_now(config: Config, *, version: str | None, output_format: str, output=None) -> str:
+def write_training_format(
+    config: Config,
+    version_dir,
+    target,
+    output_format: str,
+    *,
+    absolute_paths: bool = False,
+    test_ratio: float | None = None,
+    facts: dict[str, list[str]] | None = None,
+):
+    """One training format folder from a version folder (see `warehouse/formats.py`)."""
+    from synthesis.agent_protocol import TOOL_SCHEMAS, opening_messages
+    from warehouse.formats import export_llamafactory, export_rllm
+    from warehouse.verl_format import DEFAULT_TEST_RATIO, export_verl
+
+    if output_format == "llamafactory":
+        return export_llamafactory(version_dir, target, absolute_paths=absolute_paths)
+    if output_format == "rllm":
+        return export_rllm(version_dir, target, absolute_paths=absolute_paths)
+    if output_format == "verl":
+        return export_verl(
+            version_dir,
+            target,
+            system_prompt=opening_messages("", config.teacher)[0].content,
+            tool_schemas=TOOL_SCHEMAS,
+            facts=facts,
+            test_ratio=DEFAULT_TEST_RATIO if test_ratio is None else test_ratio,
+            absolute_paths=absolute_paths,
+        )
+    raise ValueError(f"unknown training format {output_format!r}")
+
+
+def export_now(
+    config: Config,
+    *,
+    version: str | None,
+    output_format: str,
+    output=None,
+    absolute_paths: bool = False,
+    test_ratio: float | None = None,
+) -> str:
     """`groundgen export`: a new version when the data changed, then the training format if asked."""
     from pathlib import Path
 
     from flows.worklock import work_lock
-    from warehouse.formats import export_llamafactory, export_rllm
+    from warehouse.verl_format import required_facts
 
     workspace = Workspace(config.workdir)
+    facts = None
     with work_lock(workspace.root, "export"), Warehouse(workspace.database) as warehouse:
         row, new = export_current(warehouse, config, version)
+        if output_format == "verl":
+            facts = required_facts(warehouse)
     lines = [
         f"{'exported' if new else 'unchanged since'} {row.id}: {row.sft_rows} SFT rows, {row.rl_rows} RL rows -> {row.path}"
     ]
     if output_format != "hf":
+        version_dir = Path(row.path)
         target = Path(output) if output else workspace.exports / f"{row.id}-{output_format}"
-        writer = export_llamafactory if output_format == "llamafactory" else export_rllm
-        report = writer(row.path, target)
-        lines.append(f"{output_format}: {report.rows} rows -> {report.path}")
+        report = write_training_format(
+            config,
+            version_dir,
+            target,
+            output_format,
+            absolute_paths=absolute_paths,
+            test_ratio=test_ratio,
+            facts=facts,
+        )
+        lines.append(report.summary(output_format))
     return "\n".join(lines)
 
 
