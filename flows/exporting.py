@@ -90,6 +90,38 @@ def write_training_format(
     raise ValueError(f"unknown training format {output_format!r}")
 
 
+def write_training_format(
+    config: Config,
+    version_dir,
+    target,
+    output_format: str,
+    *,
+    absolute_paths: bool = False,
+    test_ratio: float | None = None,
+    facts: dict[str, list[str]] | None = None,
+):
+    """One training format folder from a version folder (see `warehouse/formats.py`)."""
+    from synthesis.agent_protocol import TOOL_SCHEMAS, opening_messages
+    from warehouse.formats import export_llamafactory, export_rllm
+    from warehouse.verl_format import DEFAULT_TEST_RATIO, export_verl
+
+    if output_format == "llamafactory":
+        return export_llamafactory(version_dir, target, absolute_paths=absolute_paths)
+    if output_format == "rllm":
+        return export_rllm(version_dir, target, absolute_paths=absolute_paths)
+    if output_format == "verl":
+        return export_verl(
+            version_dir,
+            target,
+            system_prompt=opening_messages("", config.teacher)[0].content,
+            tool_schemas=TOOL_SCHEMAS,
+            facts=facts,
+            test_ratio=DEFAULT_TEST_RATIO if test_ratio is None else test_ratio,
+            absolute_paths=absolute_paths,
+        )
+    raise ValueError(f"unknown training format {output_format!r}")
+
+
 def export_now(
     config: Config,
     *,
@@ -108,14 +140,16 @@ def export_now(
     workspace = Workspace(config.workdir)
     facts = None
     with work_lock(workspace.root, "export"), Warehouse(workspace.database) as warehouse:
+        close_dead_runs(warehouse, lock_held=True)
         row, new = export_current(warehouse, config, version)
         if output_format == "verl":
             facts = required_facts(warehouse)
     lines = [
-        f"{'exported' if new else 'unchanged since'} {row.id}: {row.sft_rows} SFT rows, {row.rl_rows} RL rows -> {row.path}"
+        f"{'exported' if new else 'unchanged since'} {row.id}: {row.sft_rows} SFT rows, {row.rl_rows} RL rows "
+        f"-> {version_folder(workspace.root, row)}"
     ]
     if output_format != "hf":
-        version_dir = Path(row.path)
+        version_dir = existing_version_folder(workspace.root, row)
         target = Path(output) if output else workspace.exports / f"{row.id}-{output_format}"
         report = write_training_format(
             config,
@@ -126,6 +160,11 @@ def export_now(
             test_ratio=test_ratio,
             facts=facts,
         )
+        if report.rows == 0:
+            raise GroundgenError(
+                f"{output_format}: version {row.id} has no rows for this format ({row.sft_rows} SFT, "
+                f"{row.rl_rows} RL rows); nothing useful was written to {report.path}"
+            )
         lines.append(report.summary(output_format))
     return "\n".join(lines)
 

@@ -20,9 +20,10 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from schemas.config import TeacherConfig
 from schemas.errors import ModelOutputError
 from schemas.protocols import SearchHit
-from schemas.rows import ChosenReference, ReferenceImage
+from schemas.rows import ChosenReference, Message, ReferenceImage
 
 MAX_MODEL_CALLS = 9
 MAX_TOOL_CALLS = 8
@@ -118,6 +119,22 @@ def system_prompt(
     return Template(load_template("system_prompt.txt")).substitute(
         date=date, tools=tools, max_model_calls=max_model_calls, max_tool_calls=max_tool_calls
     )
+
+
+def opening_messages(prompt: str, config: TeacherConfig) -> list[Message]:
+    """How every trajectory begins: the system prompt (tool schemas, rules, date), then the task.
+
+    The teacher's episodes start with these two messages, and so do the RL prompts exported for
+    trainers (`warehouse.verl_format`), so a policy trained on both sees one protocol."""
+    return [
+        Message(
+            role="system",
+            content=system_prompt(
+                config.date, max_model_calls=config.max_model_calls, max_tool_calls=config.max_tool_calls
+            ),
+        ),
+        Message(role="user", content=prompt),
+    ]
 
 
 def final_answer_message() -> str:

@@ -30,9 +30,9 @@ from schemas.rows import Ending, Image, Message, Prompt, ToolCall, Trajectory
 from synthesis.agent_protocol import (
     final_answer_message,
     format_error_message,
+    opening_messages,
     parse_answer,
     parse_model_turn,
-    system_prompt,
 )
 from synthesis.toolbox import EpisodeMemory, Toolbox
 
@@ -76,15 +76,7 @@ def _append_user(messages: list[Message], text: str) -> None:
 async def run_episode(
     prompt: Prompt, model: Model, toolbox: Toolbox, *, teacher: str, config: TeacherConfig
 ) -> TeacherResult:
-    messages = [
-        Message(
-            role="system",
-            content=system_prompt(
-                config.date, max_model_calls=config.max_model_calls, max_tool_calls=config.max_tool_calls
-            ),
-        ),
-        Message(role="user", content=prompt.prompt),
-    ]
+    messages = opening_messages(prompt.prompt, config)
     memory = EpisodeMemory()
     tool_calls: list[ToolCall] = []
     images: list[Image] = []

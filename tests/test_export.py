@@ -169,14 +169,18 @@ def test_card_has_hub_yaml_and_no_secrets(curated, tmp_path, monkeypatch):  # no
     assert "text-to-image" in header["task_categories"]
     assert header["size_categories"] == ["n<1K"]
     assert header["configs"] == [
-        {"config_name": "sft", "data_files": [{"split": "train", "path": "data/sft-*.parquet"}]},
+        {
+            "config_name": "sft",
+            "data_files": [{"split": "train", "path": "data/sft-*.parquet"}],
+            "default": True,
+        },
         {"config_name": "rl", "data_files": [{"split": "train", "path": "data/rl-*.parquet"}]},
     ]
     assert header["dataset_info"][1]["features"][2] == {"name": "gt_image", "dtype": "image"}
     assert "| 6 | samples | kept_sft | 7 |" in card
     assert "| astronomy | 2 | 2 |" in card
     assert "CC BY-SA 4.0" in card and "Wikipedia" in card
-    assert 'load_dataset("ORG/NAME", "sft"' in card
+    assert 'load_dataset("path/to/v1", "rl", split="train")' in card  # no Hub repo known: a local path
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -46,7 +46,7 @@ class CardFacts:
     code_version: str
     sft_rows: int
     rl_rows: int
-    repo_hint: str = "ORG/NAME"
+    repo_hint: str = ""  # the Hub repo when known; empty = "How to load" shows a local path
     sft_bytes: int = 0  # size of the config's data files
     rl_bytes: int = 0
     funnel: list[tuple[int, str, str, int]] = field(default_factory=list)
@@ -76,7 +76,7 @@ def card_facts(
     rl_rows: int,
     sft_bytes: int = 0,
     rl_bytes: int = 0,
-    repo_hint: str = "ORG/NAME",
+    repo_hint: str = "",
 ) -> CardFacts:
     """Gather everything the card shows for the rows of curator `curator`."""
     kept = "SELECT id FROM samples WHERE curator = ? AND status = 'kept'"
@@ -167,8 +167,13 @@ def yaml_header(facts: CardFacts) -> str:
         "tags": ["synthetic", "agent", "search", "gen-searcher", "groundgen"],
         "pretty_name": "groundgen Gen-Searcher data",
         "size_categories": [size_category(facts.sft_rows + facts.rl_rows)],
+        # `sft` is the default config, so `load_dataset(folder_or_repo)` works without a config name
         "configs": [
-            {"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}]}
+            {
+                "config_name": name,
+                "data_files": [{"split": "train", "path": f"data/{name}-*.parquet"}],
+                **({"default": True} if name == "sft" else {}),
+            }
             for name in ("sft", "rl")
         ],
         "dataset_info": [
@@ -229,6 +234,27 @@ def _sources(facts: CardFacts) -> str:
     return text
 
 
+def how_to_load(facts: CardFacts) -> str:
+    """The card's loading snippet: the Hub repo at this version's tag when known, else this folder."""
+    if facts.repo_hint:
+        where = f'"{facts.repo_hint}"'
+        tag = f', revision="{facts.version}"'
+        comment = f"# from the Hub, at this version's tag ({facts.version})"
+    else:
+        where, tag = f'"path/to/{facts.version}"', ""
+        comment = (
+            "# this folder, wherever it lies (copy it anywhere); push it to the Hub with `groundgen push`"
+        )
+    return (
+        "```python\nfrom datasets import load_dataset\n\n"
+        f"{comment}\n"
+        f'sft = load_dataset({where}{tag}, split="train")  # the default config: messages, images, ...\n'
+        f'rl = load_dataset({where}, "rl"{tag}, split="train")  # prompt, gt_image, category, ...\n'
+        'print(sft[0]["messages"][1]["content"])\n'
+        'sft[0]["images"][0]  # a PIL image\n```'
+    )
+
+
 def render_card(facts: CardFacts) -> str:
     template = Template(TEMPLATE_PATH.read_text(encoding="utf-8"))
     return template.substitute(
@@ -241,7 +267,7 @@ def render_card(facts: CardFacts) -> str:
         config_fingerprint=facts.config_fingerprint,
         curator=facts.curator,
         code_version=facts.code_version,
-        repo_hint=facts.repo_hint,
+        how_to_load=how_to_load(facts),
         funnel_table=_table(["step", "stage", "outcome", "rows"], facts.funnel),
         category_table=_table(
             ["category", "sft", "rl"],

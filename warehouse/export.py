@@ -116,7 +116,7 @@ def export_version(
             rl_rows=len(written["rl"].ids),
             sft_bytes=sum(shard.size for shard in written["sft"].shards),
             rl_bytes=sum(shard.size for shard in written["rl"].shards),
-            repo_hint=repo_hint or config.hub.repo or "ORG/NAME",
+            repo_hint=repo_hint or config.hub.repo,
         )
         card_path = temp / "README.md"
         card_path.write_text(render_card(facts), encoding="utf-8")
