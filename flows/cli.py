@@ -223,6 +223,9 @@ def status(
     for table in tables:
         console.print(table)
     _print_schedules(console, database)
+    console.print(
+        f"report: groundgen report -w {config.workdir} --open (funnel, costs, sample gallery as one HTML page)"
+    )
 
 
 @app.command()
@@ -464,6 +467,45 @@ def push(
     except GroundgenError as error:
         raise fail(str(error)) from error
     typer.echo(report)
+
+
+@app.command()
+def report(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    version: Annotated[
+        str | None, typer.Option(help="Report this dataset version (default: the latest), e.g. --version v2.")
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="Report one run's costs, seconds and failures (a run id or its prefix), e.g. --run 4e16."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="HTML file to write (default: <workdir>/reports/report-<version>.html)."
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser.")
+    ] = False,
+) -> None:
+    """Write one HTML page: funnel, failures, balance, costs, version diff and a sample gallery.
+
+    Readable from disk with no server and no network; thumbnails and trajectories sit in a folder beside it.
+
+    Example: groundgen report --version v2 --open
+    """
+    from flows.report_command import ReportError, describe, make_report
+
+    config = resolve_config(config_path, workdir)
+    try:
+        result = make_report(config, version=version, run=run, output=output, open_browser=open_browser)
+    except ReportError as error:
+        raise fail(str(error)) from error
+    typer.echo(describe(result))
 
 
 def main() -> None:  # pragma: no cover - console entry point
