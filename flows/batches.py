@@ -1,7 +1,9 @@
 """Running one stage as batches of tasks and writing their rows back: the only loop the flows own.
 
 Tasks return rows; this module (in the flow process) is the warehouse's one writer. A batch whose task
-raised after Prefect's retries becomes one failure row per input row; the run goes on.
+raised after Prefect's retries becomes one failure row per input row; the run goes on. Failure kinds
+(`flows.stage_guard`): a fatal error or an open circuit breaker stops the stage (`StageCounts.stopped`
+says why), transient failures never use up a row's attempts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from flows.progress import reporter
+from flows.stage_guard import StageGuard
 from schemas.errors import RowError
+from synthesis.circuit_breaker import reset_breakers
 from warehouse.store import Warehouse, table_for
 
 # Set only by bench/pipeline.py: run the same task functions on a plain executor, without Prefect,
@@ -49,9 +53,15 @@ class StageCounts:
     batches: int = 0
     usage: dict[str, dict[str, float]] = field(default_factory=dict)  # LLM role -> summed Usage fields
     tables: dict[str, int] = field(default_factory=dict)  # new rows per table (a teacher writes images too)
+    done: int = 0  # inputs that got their output
+    stopped: str = ""  # why the stage stopped before its pending rows were done (fatal error, breaker)
+    note: str = ""  # what the user should know about an outcome (e.g. why no version was exported)
 
     def add(self, other: StageCounts) -> None:
         self.inputs += other.inputs
+        self.done += other.done
+        self.stopped = self.stopped or other.stopped
+        self.note = self.note or other.note
         self.rows_written += other.rows_written
         for table, rows in other.tables.items():
             self.tables[table] = self.tables.get(table, 0) + rows
@@ -69,6 +79,7 @@ def write_result(
 ) -> StageCounts:
     """Insert a batch's rows (grouped by type) and record failures, including silent non-results."""
     counts = StageCounts(inputs=len(input_ids), batches=1)
+    counts.done = len(set(result.done_ids) & set(input_ids))
     add_usage(counts.usage, result.usage)
     by_type: dict[type, list[BaseModel]] = {}
     for row in result.rows:
@@ -97,20 +108,35 @@ def run_batches(
     item_id: Callable[[Any], str],
     submit: Callable[[list[Any]], Any],
     batch_size: int,
+    guard: StageGuard | None = None,
 ) -> StageCounts:
-    """Submit every batch (the task runner runs them concurrently), then write results in order."""
+    """Submit every batch (the task runner runs them concurrently), then write results in order.
+    Once `guard` says stop, batches not started yet are cancelled and the rest only write rows."""
+    guard = guard or StageGuard(stage)
     counts = StageCounts()
     batches = chunk(items, batch_size)
     futures = [submit(batch) for batch in batches]
     for batch, future in zip(batches, futures, strict=True):
         input_ids = [item_id(item) for item in batch]
+        if guard.stopped and _cancel(future):
+            continue
         try:
             result: BatchResult = future.result()
         except Exception as error:  # the batch failed after its retries: record it per row, go on
             result = BatchResult(errors=[RowError.from_exception(row_id, error) for row_id in input_ids])
-        counts.add(write_result(warehouse, stage, run_id, input_ids, result))
+        recorded_ids, recorded = guard.screen(input_ids, result)
+        batch_counts = write_result(warehouse, stage, run_id, recorded_ids, recorded)
+        batch_counts.inputs = len(input_ids)
+        counts.add(batch_counts)
         reporter().advance(stage, len(batch))
     return counts
+
+
+def _cancel(future: Any) -> bool:
+    """Cancel a batch that has not started (thread runner, plain executor); False if it runs."""
+    inner = getattr(future, "wrapped_future", future)
+    cancel = getattr(inner, "cancel", None)
+    return bool(cancel()) if callable(cancel) and hasattr(inner, "cancelled") else False
 
 
 def run_until_done(
@@ -124,18 +150,25 @@ def run_until_done(
 ) -> StageCounts:
     """Process pending rows in passes until none is left; failed rows retry until max attempts.
 
-    Each pass either writes a row or records a failure for every input, and pending queries exclude
-    rows that failed `max_attempts` times, so this ends.
+    Each pass either writes a row or records a failure for every input; pending queries exclude rows
+    that failed permanently `max_attempts` times, and rows that failed transiently `guard.passes`
+    times in this run wait for the next run, so this ends. A fatal error or an open breaker stops
+    the stage: `stopped` holds the one line that says why and how many rows wait.
     """
+    reset_breakers()  # this process's LLM clients start the stage with closed breakers
+    guard = StageGuard(stage)
     total = StageCounts()
     items = pending()
     reporter().start(stage, len(items))
     while items:
-        counts = run_batches(warehouse, stage, run_id, items, item_id, submit, batch_size)
+        counts = run_batches(warehouse, stage, run_id, items, item_id, submit, batch_size, guard)
         total.add(counts)
-        if counts.rows_written == 0 and counts.failures == 0:
+        if guard.stopped:
+            total.stopped = guard.message(len(pending()))
+            break
+        if counts.rows_written == 0 and counts.failures == 0 and counts.done == 0:
             break  # nothing changed: re-querying would return the same rows
-        items = pending()
+        items = [item for item in pending() if not guard.retry_later(item_id(item))]
         if items:
             reporter().start(stage, len(items))
     reporter().finish(stage)

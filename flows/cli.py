@@ -63,7 +63,25 @@ def resolve_config(config_path: Path | None, workdir: Path | None, **overrides: 
         updates["runner"] = overrides["runner"]
     if overrides.get("batch_size"):
         updates["batch_size"] = overrides["batch_size"]
-    return Config.model_validate({**config.model_dump(), **updates})
+    from pydantic import ValidationError
+
+    from schemas.config import describe_validation_error
+
+    try:
+        return Config.model_validate({**config.model_dump(), **updates})
+    except ValidationError as error:
+        raise fail(describe_validation_error(error)) from error
+
+
+def preflight_or_exit(config: Config, *, include_hub: bool = False) -> None:
+    """The `groundgen check` checks; each problem is one line, then exit 2 before any work."""
+    from flows.preflight import preflight
+
+    problems = preflight(config, include_hub=include_hub)
+    for problem in problems:
+        typer.secho(f"Error: {problem}", err=True, fg=typer.colors.RED)
+    if problems:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -96,14 +114,21 @@ def run(
     unknown = sorted(set(stage or []) - set(STAGE_ORDER))
     if unknown:
         raise fail(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_ORDER)}")
+    from flows.run_outcome import stage_problems
     from flows.runner import run_regenerate
-    from flows.worklock import WorkdirLockedError
+    from schemas.errors import GroundgenError
 
+    preflight_or_exit(config)
     try:
         result = run_regenerate(config, stages=stage, show_progress=not quiet)
-    except WorkdirLockedError as error:
+    except GroundgenError as error:  # the work dir is locked, a backend cannot be built, ...
         raise fail(str(error)) from error
     _print_run_summary(config, result)
+    problems = stage_problems(result["counts"])
+    for problem in problems:
+        typer.secho(f"Error: {problem}", err=True, fg=typer.colors.RED)
+    if problems:
+        raise typer.Exit(1)
 
 
 def _print_run_summary(config: Config, result: dict) -> None:
@@ -138,7 +163,9 @@ def _print_run_summary(config: Config, result: dict) -> None:
             f"-> {version['path']}"
         )
     else:
-        console.print("no new dataset version (nothing changed since the last one)")
+        from flows.run_outcome import no_version_reason
+
+        console.print(no_version_reason(result["counts"]))
     console.print(f"warehouse: {Workspace(config.workdir).database}")
 
 
@@ -229,6 +256,12 @@ def status(
 
 
 @app.command()
+    from flows.retry import failed_rows_table
+
+    try:
+        console.print(failed_rows_table(database, config.max_attempts))
+    except QueryError as error:
+        raise fail(str(error)) from error
 def snapshot(
     config_path: ConfigOption = None,
     workdir: WorkdirOption = None,
@@ -263,6 +296,52 @@ def _refresh_versions(database: Path) -> dict[str, str]:
     from warehouse.query import run_query
 
     rows = run_query(database, "SELECT id, counts_json FROM runs WHERE command = 'refresh'").to_pylist()
+@app.command()
+def check(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> None:
+    """Check the config's backends before any paid call: endpoints answer, keys are set and accepted,
+    model ids exist, the search provider answers, the painter's model resolves, the Hub token can write
+    hub.repo. One line per problem; exit 2 if any. `run` and `refresh` run the same checks (not the Hub).
+
+    Example: groundgen check --config examples/openai-compatible.toml
+    """
+    config = resolve_config(config_path, workdir)
+    preflight_or_exit(config, include_hub=True)
+    typer.echo("check passed: every configured backend answers")
+
+
+@app.command()
+def retry(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    stage: Annotated[
+        str | None,
+        typer.Option(
+            "--stage", "-s", help="Only this stage's failed rows (prompts, trajectories, images, judgements)."
+        ),
+    ] = None,
+    error_class: Annotated[
+        str | None, typer.Option("--error-class", help="Only failures of this class, e.g. ModelOutputError.")
+    ] = None,
+) -> None:
+    """Re-queue failed rows (also those given up after max_attempts); the next `groundgen run` redoes them.
+
+    Failures stay in the failures table as history (marked requeued_at) and no longer count.
+
+    Example: groundgen retry --stage trajectories --error-class ModelOutputError && groundgen run
+    """
+    from flows.retry import requeue_now
+    from schemas.errors import GroundgenError
+
+    config = resolve_config(config_path, workdir)
+    if not Workspace(config.workdir).database.exists():
+        raise fail(f"no warehouse at {Workspace(config.workdir).database}; nothing to retry")
+    try:
+        report = requeue_now(Path(config.workdir), stage, error_class)
+    except GroundgenError as error:
+        raise fail(str(error)) from error
+    typer.echo(report.message())
+
+
     return {
         row["id"]: (json.loads(row["counts_json"] or "{}").get("refresh", {}).get("version") or "")
         for row in rows
@@ -331,11 +410,19 @@ def refresh(
     typer.echo(result["message"])
 
 
+    preflight_or_exit(config)
 @app.command()
 def schedule(
     config_path: ConfigOption = None,
     workdir: WorkdirOption = None,
     cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * 1".')] = None,
+    from flows.run_outcome import stage_problems
+
+    problems = stage_problems(result["counts"])
+    for problem in problems:
+        typer.secho(f"Error: {problem}", err=True, fg=typer.colors.RED)
+    if problems:
+        raise typer.Exit(1)
     interval: Annotated[float | None, typer.Option(help="Seconds between refreshes.", min=1)] = None,
     topics: Annotated[
         int, typer.Option("--topics", help="At most this many new topics per refresh.", min=0)

@@ -36,9 +36,19 @@ def export_stage_counts(version: Version, new: bool) -> StageCounts:
 
 def export_if_changed(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
     reporter().start("export", 1)
+    kept = warehouse.count("samples", "curator = ? AND status = 'kept'", [config.curation_fingerprint()])
+    if kept == 0:  # an empty version is no version: say why instead
+        reporter().finish("export")
+        return StageCounts(note=NOTHING_KEPT)
     version, new = export_current(warehouse, config)
     reporter().finish("export")
     return export_stage_counts(version, new)
+
+
+NOTHING_KEPT = (
+    "no dataset version: no sample was kept (failed or dropped rows: groundgen status; "
+    'drop reasons: groundgen sql "select * from funnel")'
+)
 
 
 def _version_row(warehouse: Warehouse, name: str | None) -> Version:

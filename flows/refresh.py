@@ -36,6 +36,7 @@ from flows.workspace import Workspace
 from schemas.config import Config, SizesConfig
 from schemas.ids import fingerprint
 from schemas.rows import Run, Sample, SourceState, Topic
+from synthesis.circuit_breaker import configure_breakers
 from warehouse.export import previous_version
 from warehouse.manifest import manifest_ids
 from warehouse.store import Warehouse
@@ -133,6 +134,7 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
     from flows.resources import resources_for
 
     config = Config.model_validate(config_data)
+    configure_breakers(config.breaker_threshold, config.breaker_cooldown_s)
     workspace = Workspace(config.workdir).create()
     with (
         refresh_lock(workspace.root),
@@ -164,11 +166,14 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
             )
             for stage in REFRESH_STAGES:
                 counts[stage] = vars(STAGES[stage](warehouse, stage_config, run.id))
+                if counts[stage].get("stopped"):  # a fatal error or an open breaker: no partial version
+                    summary["stopped"] = f"{stage} stopped: {counts[stage]['stopped']}"
+                    break
             for state in states:
                 warehouse.replace(state.model_copy(update={"updated_at": datetime.now(UTC)}))
             new = unexported_kept(warehouse, curator)
             summary["new_samples"] = len(new)
-            if new and len(new) >= min_new:
+            if new and len(new) >= min_new and not summary.get("stopped"):
                 counts["export"] = vars(_export(warehouse, stage_config))
                 latest = previous_version(warehouse)
                 summary["version"] = latest.id if latest else None
@@ -179,7 +184,7 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
         except BaseException:
             _finish(warehouse, run, "failed", counts, summary)
             raise
-        _finish(warehouse, run, "completed", counts, summary)
+        _finish(warehouse, run, "failed" if summary.get("stopped") else "completed", counts, summary)
     return {"run_id": run.id, "counts": counts, **summary}
 
 
@@ -188,6 +193,8 @@ def _export(warehouse: Warehouse, config: Config) -> StageCounts:
 
 
 def _message(summary: dict[str, Any], min_new: int) -> str:
+    if summary.get("stopped"):
+        return f"refresh: {summary['stopped']}; no version exported"
     if summary["version"]:
         return (
             f"refresh: {summary['new_topics']} new topics, {summary['new_samples']} new samples kept "

@@ -23,6 +23,7 @@ from flows.workspace import Workspace
 from schemas.config import Config
 from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Run, Trajectory
+from synthesis.circuit_breaker import configure_breakers
 from warehouse import pending
 from warehouse.export import previous_version
 from warehouse.store import Warehouse
@@ -169,6 +170,7 @@ def regenerate(
 ) -> dict[str, Any]:
     """Regenerate the datasets: run the selected stages (default: all) on their pending rows."""
     config = Config.model_validate(config_data)
+    configure_breakers(config.breaker_threshold, config.breaker_cooldown_s)
     selected = [stage for stage in STAGE_ORDER if stages is None or stage in stages]
     workspace = Workspace(config.workdir).create()
     run = Run(
@@ -187,10 +189,13 @@ def regenerate(
                 started = time.perf_counter()
                 counts[stage] = vars(STAGES[stage](warehouse, config, run.id))
                 counts[stage]["seconds"] = round(time.perf_counter() - started, 3)
+                if counts[stage].get("stopped"):
+                    break  # a fatal error or an open breaker: later stages would work on a partial stage
         except BaseException:
             _finish(warehouse, run, "failed", counts)
             raise
-        _finish(warehouse, run, "completed", counts)
+        stopped = any(stage_counts.get("stopped") for stage_counts in counts.values())
+        _finish(warehouse, run, "failed" if stopped else "completed", counts)
         version = previous_version(warehouse) if counts.get("export", {}).get("rows_written") else None
     return {
         "run_id": run.id,

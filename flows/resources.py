@@ -25,7 +25,10 @@ T = TypeVar("T")
 
 class Resources:
     def __init__(self, config: Config):
+        from synthesis.circuit_breaker import configure_breakers
+
         self.config = config
+        configure_breakers(config.breaker_threshold, config.breaker_cooldown_s)  # this worker's LLM clients
         self.workspace = Workspace(config.workdir).create()
         self.blobs = BlobStore(self.workspace.blobs)
         self._lock = threading.RLock()

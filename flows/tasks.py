@@ -16,12 +16,19 @@ from prefect.cache_policies import NONE
 from flows.batches import BatchResult, StageCounts, direct_executor, write_result
 from flows.resources import resources_for
 from schemas.config import Config
-from schemas.errors import GroundgenError, RowError
+from schemas.errors import GroundgenError, RowError, error_kind
 from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Topic
 from synthesis.llm_client import UsageMeter
 
 ItemT = TypeVar("ItemT")
+
+
+def retry_unless_fatal(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retries a failed batch, except on a fatal error (a refused key, an unknown model):
+    no retry fixes those, and the flow stops the stage on them."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    return error is None or error_kind(error) != "fatal"
 
 
 async def _gather_rows(
@@ -51,7 +58,13 @@ async def _gather_rows(
     return result
 
 
-@task(name="write-prompts", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+@task(
+    name="write-prompts",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_fatal,
+)
 def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     writer = resources.writer()
@@ -67,7 +80,13 @@ def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResu
     return result
 
 
-@task(name="run-teacher", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+@task(
+    name="run-teacher",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_fatal,
+)
 def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResult:
     from extractors.page_cache import page_records
 
@@ -93,7 +112,13 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
     return result
 
 
-@task(name="paint-images", cache_policy=NONE, retries=1, retry_delay_seconds=[5])
+@task(
+    name="paint-images",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=[5],
+    retry_condition_fn=retry_unless_fatal,
+)
 def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     images, errors = resources.paint(requests)
@@ -102,13 +127,36 @@ def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> B
     )
 
 
-@task(name="judge-images", cache_policy=NONE, retries=2, retry_delay_seconds=[1, 5])
+def _blob_or_none(blobs: Any, sha256: str) -> bytes | None:
+    try:
+        return bytes(blobs.read(sha256))
+    except OSError:  # a missing blob: curation's image rule drops the row with its own reason
+        return None
+
+
+@task(
+    name="judge-images",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_fatal,
+)
 def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchResult:
+    """The configured judge's verdict, plus the deterministic scores and the evidence rows behind them."""
+    from filters.quality_scores import score_judgement
+
     resources = resources_for(Config.model_validate(config_data))
     judge = resources.judge()
 
     async def one(item: JudgeInput) -> list[Any]:
-        return [await judge.judge(item)]
+        judgement, evidence = score_judgement(
+            await judge.judge(item),
+            item.trajectory,
+            item.prompt.prompt,
+            item.subjects,
+            _blob_or_none(resources.blobs, item.image.sha256),
+        )
+        return [judgement, *evidence]
 
     with UsageMeter() as meter:
         result = asyncio.run(

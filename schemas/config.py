@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.ids import fingerprint
 
@@ -187,7 +187,9 @@ class HubConfig(Section):
 class Config(Section):
     workdir: Path = Path("groundgen-data")
     batch_size: int = Field(64, ge=1, description="rows per task")
-    max_attempts: int = Field(3, ge=1, description="attempts per row before it is left failed")
+    max_attempts: int = Field(
+        3, ge=1, description="permanent failures per row before it is left failed (transient ones never count)"
+    )
     runner: str = Field("threads", description="'threads', 'ray' or 'ray:ADDRESS'")
     sizes: SizesConfig = SizesConfig()
     topics: TopicsConfig = TopicsConfig()
@@ -201,6 +203,35 @@ class Config(Section):
     curation: CurationConfig = CurationConfig()
     export: ExportConfig = ExportConfig()
     hub: HubConfig = HubConfig()
+    # Added later; left out of dumps (and fingerprints) at their defaults.
+    breaker_threshold: int = Field(
+        5,
+        ge=0,
+        exclude_if=lambda value: value == 5,
+        description="consecutive transient failures of one endpoint that open its circuit breaker and "
+        "stop the stage (0 = never)",
+    )
+    breaker_cooldown_s: float = Field(
+        60.0,
+        gt=0,
+        exclude_if=lambda value: value == 60.0,
+        description="seconds an open breaker refuses calls before one probe call may go through",
+    )
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, value: str) -> str:
+        if value in ("threads", "ray") or (value.startswith("ray:") and value[4:]):
+            return value
+        raise ValueError(f"unknown runner {value!r}; use threads, ray or ray:ADDRESS (e.g. ray:10.0.0.5:6379)")
+
+    @model_validator(mode="after")
+    def _runnable(self) -> Config:
+        """Settings that validate one by one but could only fail at run time fail here, at load."""
+        problems = runtime_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     # fingerprints: what a stage's output depends on. Changing one re-runs that stage and what follows.
     def writer_fingerprint(self) -> str:
@@ -232,7 +263,37 @@ class Config(Section):
         return fingerprint({"curation": self.curation})
 
     def fingerprint(self) -> str:
-        return fingerprint(self.model_dump(mode="json", exclude={"workdir", "runner", "batch_size"}))
+        return fingerprint(
+            self.model_dump(
+                mode="json",
+                exclude={"workdir", "runner", "batch_size", "breaker_threshold", "breaker_cooldown_s"},
+            )
+        )
+
+
+def runtime_problems(config: Config) -> list[str]:
+    """What a run with this config would fail on before doing any work (no network, no env vars)."""
+    problems = []
+    topics = config.topics
+    if topics.source == "url_list":
+        problems.append(
+            "topics.source = 'url_list' is not implemented in this version; use wiki_offline, mediawiki or rss"
+        )
+    elif topics.source in ("mediawiki", "rss") and not topics.urls:
+        problems.append(f"topics.source = {topics.source!r} needs topics.urls (feed or API URLs)")
+    for role in ("writer", "teacher", "judge"):
+        if getattr(config, role).kind == "llm" and getattr(config.llm, role) is None:
+            problems.append(f"{role}.kind = 'llm' needs an [llm.{role}] section (base_url, model, api_key_env)")
+    if config.search.provider == "searxng" and not config.search.base_url:
+        problems.append("search.provider = 'searxng' needs search.base_url (the instance's address)")
+    if config.search.provider == "serper" and not config.search.api_key_env:
+        problems.append("search.provider = 'serper' needs search.api_key_env (the variable holding the key)")
+    if config.painter.kind == "http":
+        if not config.painter.base_url:
+            problems.append("painter.kind = 'http' needs painter.base_url (e.g. https://host/v1)")
+        if not config.painter.model:
+            problems.append("painter.kind = 'http' needs painter.model (the API's model name)")
+    return problems
 
 
 class ConfigError(ValueError):
@@ -251,4 +312,14 @@ def load_config(path: Path | None = None) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"config file {path} is invalid:\n{error}") from error
+        raise ConfigError(f"config file {path} is invalid:\n{describe_validation_error(error)}") from error
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, `key.path: what is wrong` (no pydantic boilerplate)."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "\n".join(lines)

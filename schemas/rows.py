@@ -230,6 +230,11 @@ class Failure(Row):
     attempt: int
     run_id: str
     created_at: datetime = Field(default_factory=utc_now)
+    # 'transient' (the service failed: never counts against max_attempts) or 'permanent' (counts);
+    # '' = recorded before kinds existed, judged by error class (schemas.errors.LEGACY_TRANSIENT_CLASSES)
+    kind: str = ""
+    # set by `groundgen retry`: the failure stays as history but no longer counts against the row
+    requeued_at: datetime | None = None
 
 
 class Run(Row):

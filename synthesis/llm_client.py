@@ -4,9 +4,15 @@ It speaks the OpenAI chat-completions protocol through the official `openai` SDK
 so one config works against OpenAI, vLLM, SGLang, Ollama or a gateway. The SDK's own retries are
 off (`max_retries=0`); this module owns the policy:
 
-- retries only on 429, 5xx, connection errors, time-outs and unreadable response bodies, with
-  exponential backoff and full jitter, honouring `Retry-After` (seconds or HTTP date) and
-  `retry-after-ms`; after `max_retries` a `ModelCallError`;
+- retries only on 408, 409, 425, 429, 5xx, connection errors, time-outs and unreadable response
+  bodies, with exponential backoff and full jitter, honouring `Retry-After` (seconds or HTTP date)
+  and `retry-after-ms`; after `max_retries` a retryable `ModelCallError` (a transient failure);
+- errors by kind (`schemas.errors.error_kind`): 401/403 (key refused) and 404 (no such model or
+  path) raise `ConfigurationError` (fatal: the flow stops the stage); other 4xx a non-retryable
+  `ModelCallError` (permanent: counts against the row's attempts);
+- a circuit breaker per endpoint (`synthesis.circuit_breaker`): after N consecutive failed calls
+  every call fails at once with `EndpointUnavailableError` (no request) until a probe succeeds, and
+  a fatal error latches, so an outage or a wrong key costs N calls, not one per row;
 - bounded concurrency (`max_concurrency` calls in flight, per event loop) and token buckets for
   requests/min and tokens/min (shared by all loops and threads of the process);
 - a per-call time-out and a response size cap (`max_response_bytes`, enforced while the body is
@@ -44,6 +50,7 @@ except ImportError:  # pragma: no cover - depends on the openai version
 
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from synthesis.circuit_breaker import breaker_for
 from synthesis.http_pool import pooled_transport
 from synthesis.response_cache import ResponseCache, cache_key
 
@@ -51,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN_ESTIMATE = 1_000  # tokens charged to the tokens/min bucket per attached image
 PLACEHOLDER_KEY = "not-needed"  # servers without auth (vLLM, Ollama) still get a bearer header
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: retried, then a transient failure
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -278,7 +286,10 @@ class LLMClient:
             return PLACEHOLDER_KEY
         key = config.api_key()
         if not key:
-            raise ConfigurationError(f"environment variable {config.api_key_env} (the API key) is not set")
+            raise ConfigurationError(
+                f"environment variable {config.api_key_env} (the API key) is not set",
+                endpoint=redact_url(config.base_url),
+            )
         return key
 
     def __repr__(self) -> str:
@@ -343,8 +354,9 @@ class LLMClient:
         max_tokens: int | None = None,
         use_cache: bool = True,
     ) -> ChatResult:
-        """One chat completion. Raises ModelCallError (after retries), ModelOutputError (size cap),
-        ConfigurationError (401/403)."""
+        """One chat completion. Raises ModelCallError (after retries, or a 4xx no retry changes),
+        ModelOutputError (size cap), ConfigurationError (401/403/404: fatal),
+        EndpointUnavailableError (this endpoint's circuit breaker is open)."""
         parameters: dict[str, Any] = {
             "temperature": self.config.temperature if temperature is None else temperature,
             "max_tokens": self.config.max_tokens if max_tokens is None else max_tokens,
@@ -363,7 +375,18 @@ class LLMClient:
                 result = self._result(cached, key, started, attempts=0, cached=True)
                 self._account(result.usage)
                 return result
-        data, attempts = await self._call_with_retries(messages, parameters)
+        breaker = breaker_for(self.endpoint)
+        breaker.check()
+        try:
+            data, attempts = await self._call_with_retries(messages, parameters)
+        except ModelCallError as error:
+            if error.retryable:
+                breaker.record_failure()
+            raise
+        except ConfigurationError as error:
+            breaker.record_fatal(error)
+            raise
+        breaker.record_success()
         result = self._result(data, key, started, attempts=attempts, cached=False)
         if use_cache and self.cache is not None:
             self.cache.put(key, data)
@@ -389,13 +412,15 @@ class LLMClient:
                 if attempt + 1 >= attempts:
                     raise ModelCallError(
                         f"model call to {self.config.model} at {self.endpoint} failed after "
-                        f"{attempts} attempts: {error}"
+                        f"{attempts} attempts: {error}",
+                        endpoint=self.endpoint,
                     ) from None
                 if error.retry_after is not None:
                     if error.retry_after > self.max_retry_after_s:
                         raise ModelCallError(
                             f"{self.endpoint} asked to retry after {error.retry_after:.0f}s "
-                            f"(more than {self.max_retry_after_s:.0f}s): {error}"
+                            f"(more than {self.max_retry_after_s:.0f}s): {error}",
+                            endpoint=self.endpoint,
                         ) from None
                     delay = error.retry_after
                 else:
@@ -439,13 +464,25 @@ class LLMClient:
                 body = response.content
             except openai.APIStatusError as error:
                 status = error.status_code
-                if status == 429 or status >= 500:
+                if status in TRANSIENT_STATUSES or status >= 500:
                     raise _Retryable(f"HTTP {status}", parse_retry_after(error.response.headers)) from None
                 if status in (401, 403):
                     raise ConfigurationError(
-                        f"{self.endpoint} refused the credentials (HTTP {status}); check {self.config.api_key_env or 'the API key variable'}"
+                        f"{self.endpoint} refused the credentials (HTTP {status}); check "
+                        f"{self.config.api_key_env or 'the API key variable'}",
+                        endpoint=self.endpoint,
                     ) from None
-                raise ModelCallError(f"HTTP {status} from {self.endpoint}: {_error_message(error)}") from None
+                if status == 404:
+                    raise ConfigurationError(
+                        f"{self.endpoint} does not serve model {self.config.model!r} (HTTP 404: "
+                        f"{_error_message(error)}); fix the model id or base_url",
+                        endpoint=self.endpoint,
+                    ) from None
+                raise ModelCallError(
+                    f"HTTP {status} from {self.endpoint}: {_error_message(error)}",
+                    retryable=False,
+                    endpoint=self.endpoint,
+                ) from None
             except openai.APITimeoutError:
                 raise _Retryable(f"time-out after {self.config.timeout_s}s") from None
             except openai.APIConnectionError as error:

@@ -1,14 +1,19 @@
 """Pending-work queries: the rows a stage still owes work for, as anti-joins.
 
 A row is pending when it has no output under the stage's current backend fingerprint and has not
-failed `max_attempts` times already. Finished rows are skipped, which gives resume, incremental
-refresh and idempotent reruns at once.
+failed permanently `max_attempts` times already. Finished rows are skipped, which gives resume,
+incremental refresh and idempotent reruns at once.
+
+Only permanent failures count (`COUNTED_FAILURE`): a transient one (the endpoint was down, 429, 5xx)
+says nothing about the row, so a later run retries it however often it happened; failures re-queued
+by `groundgen retry` stay in `failures` as history and count no more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.errors import LEGACY_TRANSIENT_CLASSES
 from schemas.rows import Image, Judgement, Prompt, Topic, Trajectory
 from warehouse.store import Warehouse
 
@@ -16,11 +21,23 @@ from warehouse.store import Warehouse
 STAGES = ("topics", "prompts", "trajectories", "images", "judgements", "samples")
 
 
+# A `failures` row that uses up one of its row's attempts: permanent and not re-queued.
+COUNTED_FAILURE = (
+    "requeued_at IS NULL AND (coalesce(kind, '') = 'permanent' OR (coalesce(kind, '') = '' AND "
+    "error_class NOT IN (" + ", ".join(f"'{name}'" for name in LEGACY_TRANSIENT_CLASSES) + ")))"
+)
+
+
 def _not_exhausted(alias: str, stage: str) -> str:
     return (
-        f"{alias}.id NOT IN (SELECT row_id FROM failures WHERE stage = '{stage}' "
+        f"{alias}.id NOT IN (SELECT row_id FROM failures WHERE stage = '{stage}' AND {COUNTED_FAILURE} "
         f"GROUP BY row_id HAVING count(*) >= ?)"
     )
+
+
+def counted_failures(warehouse: Warehouse, stage: str, row_id: str) -> int:
+    """Failures of a row that count against `max_attempts` (permanent, not re-queued)."""
+    return warehouse.count("failures", f"stage = ? AND row_id = ? AND {COUNTED_FAILURE}", [stage, row_id])
 
 
 def pending_topics(
@@ -103,13 +120,42 @@ def pending_curation(
             continue
         image = images.get(trajectory.id)
         if image is None:
-            if warehouse.failure_count("images", trajectory.id) >= max_attempts:
+            if counted_failures(warehouse, "images", trajectory.id) >= max_attempts:
                 ready.append(CurationInput(trajectory, prompt, None, None, missing="painter_failed"))
             continue
         judgement = judgements.get(image.id)
         if judgement is None:
-            if warehouse.failure_count("judgements", image.id) >= max_attempts:
+            if counted_failures(warehouse, "judgements", image.id) >= max_attempts:
                 ready.append(CurationInput(trajectory, prompt, image, None, missing="judge_failed"))
             continue
         ready.append(CurationInput(trajectory, prompt, image, judgement))
     return ready
+
+
+# The output that settles a failed input of each stage (any backend): failures of inputs that have one
+# are history, the others are waiting on a retry or given up.
+OUTPUT_OF_INPUT = {
+    "prompts": "SELECT topic_ids[1] FROM prompts",
+    "trajectories": "SELECT prompt_id FROM trajectories",
+    "images": "SELECT trajectory_id FROM images WHERE kind = 'ground_truth'",
+    "judgements": "SELECT image_id FROM judgements",
+}
+
+
+def failed_rows_sql(max_attempts: int) -> str:
+    """Rows of each stage that failed and still have no output, by stage and latest error class:
+    `waiting` (a later run retries them: only transient failures, or fewer counted failures than
+    `max_attempts`) and `given_up` (counted failures reached `max_attempts`; `groundgen retry`
+    re-queues them)."""
+    settled = " UNION ALL ".join(
+        f"SELECT '{stage}' AS stage, id FROM ({sql}) AS o(id)" for stage, sql in OUTPUT_OF_INPUT.items()
+    )
+    return (
+        "WITH per_row AS (SELECT stage, row_id, arg_max(error_class, attempt) AS error_class, "
+        f"count(*) FILTER (WHERE {COUNTED_FAILURE}) AS counted FROM failures GROUP BY stage, row_id), "
+        f"settled AS ({settled}) "
+        f"SELECT stage, error_class, count(*) FILTER (WHERE counted < {int(max_attempts)}) AS waiting, "
+        f"count(*) FILTER (WHERE counted >= {int(max_attempts)}) AS given_up FROM per_row r "
+        "WHERE NOT EXISTS (SELECT 1 FROM settled s WHERE s.stage = r.stage AND s.id = r.row_id) "
+        "GROUP BY stage, error_class ORDER BY stage, error_class"
+    )

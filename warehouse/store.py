@@ -160,6 +160,7 @@ class Warehouse:
                 message=error.message,
                 attempt=attempt,
                 run_id=run_id,
+                kind=error.kind,
             )
             self.insert([failure])
             failures.append(failure)

@@ -13,7 +13,12 @@ wins while it is not empty. A reply is one of
 - a `dict`: sent verbatim as the JSON body.
 
 Every request is recorded (`server.requests`: path, headers, parsed body) so tests can assert on
-what the client sent, e.g. that the `Authorization` header arrived. `latency_s` delays every
+what the client sent, e.g. that the `Authorization` header arrived. Like a real server it can check
+the bearer key (`api_key=`: anything else gets a 401) and serve a fixed set of models (`models=`:
+`GET /models` lists them, a chat request for another model gets a 404 "model_not_found"; without
+`models`, `GET /models` is a 404 as on servers that lack it). `go_down()` makes it refuse
+connections (the listening socket closes, kept-alive connections are reset) until `come_back()`
+listens again on the same port: an outage. `latency_s` delays every
 answer (fixed-latency mode for benchmarks). Runs a `ThreadingHTTPServer` in a daemon thread on an
 ephemeral port; use it as a context manager.
 """
@@ -142,9 +147,15 @@ class ScriptedOpenAIServer:
         *,
         latency_s: float = 0.0,
         record: bool = True,
+        models: list[str] | None = None,
+        api_key: str | None = None,
     ):
         self.latency_s = latency_s
         self.record = record
+        self.models = models
+        self.api_key = api_key
+        self.down = False
+        self._port: int | None = None
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # script problems (exhausted queue, handler exceptions)
         self._queue: deque[Reply] = deque()
@@ -176,8 +187,8 @@ class ScriptedOpenAIServer:
     # --- lifecycle ----------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        assert self._http is not None, "server not started"
-        return self._http.server_address[1]
+        assert self._port is not None, "server not started"
+        return self._port
 
     @property
     def base_url(self) -> str:
@@ -185,7 +196,8 @@ class ScriptedOpenAIServer:
 
     def start(self) -> ScriptedOpenAIServer:
         handler = type("Handler", (_Handler,), {"scripted": self})
-        self._http = _Server(("127.0.0.1", 0), handler)
+        self._http = _Server(("127.0.0.1", self._port or 0), handler)
+        self._port = self._http.server_address[1]
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -197,6 +209,31 @@ class ScriptedOpenAIServer:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+    def go_down(self) -> None:
+        """An outage: new connections are refused, requests on open connections are reset. Safe to
+        call from a reply function (it runs in a request thread)."""
+        self.down = True
+        http, self._http = self._http, None
+        if http is not None:
+            threading.Thread(target=lambda: (http.shutdown(), http.server_close()), daemon=True).start()
+
+    def come_back(self) -> None:
+        """Listen again on the same port; wait until a connection is accepted."""
+        deadline = time.monotonic() + 5
+        while self._http is not None or self._listening():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the old listener did not close")
+            time.sleep(0.02)
+        self.down = False
+        self.start()
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
 
     def __enter__(self) -> ScriptedOpenAIServer:
         return self.start()
@@ -216,9 +253,25 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
 
+    def _refused(self) -> bool:
+        """Outage (reset) or a wrong bearer key (401): True when the request was answered so."""
+        server = self.scripted
+        if server.down:
+            self._answer(Reset(), RecordedRequest("", self.path, {}))
+            return True
+        if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            body = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+            self._send_json(401, body)
+            return True
+        return False
+
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            self._send_json(200, {"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        if self._refused():
+            return
+        models = self.scripted.models
+        if self.path.rstrip("/").endswith("/models") and models is not None:
+            data = [{"id": model, "object": "model"} for model in models]
+            self._send_json(200, {"object": "list", "data": data})
         else:
             self._send_json(404, {"error": {"message": "not found"}})
 
@@ -237,11 +290,20 @@ class _Handler(BaseHTTPRequestHandler):
             raw=raw,
         )
         server = self.scripted
+        if server.down:  # an outage: nothing reaches the service, nothing is recorded
+            self._refused()
+            return
         if server.record:
             with server._lock:
                 server.requests.append(request)
+        if self._refused():
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+            return
+        if server.models is not None and body.get("model") not in server.models:
+            message = f"The model `{body.get('model')}` does not exist"
+            self._send_json(404, {"error": {"message": message, "code": "model_not_found"}})
             return
         try:
             reply = server._next_reply(request)
