@@ -242,6 +242,13 @@ def status(
 
         watch_live(database, max_attempts=config.max_attempts, interval=interval, timeout=timeout)
         return
+    from flows.ledger import close_dead_runs_in
+    from schemas.errors import GroundgenError
+
+    try:
+        close_dead_runs_in(database)  # runs whose process died show as killed, not running
+    except GroundgenError as error:  # an older warehouse this groundgen cannot migrate
+        raise fail(str(error)) from error
     try:
         tables = status_tables(database, timeout=timeout)
     except QueryError as error:
@@ -249,6 +256,12 @@ def status(
     console = Console()
     for table in tables:
         console.print(table)
+    from flows.retry import failed_rows_table
+
+    try:
+        console.print(failed_rows_table(database, config.max_attempts))
+    except QueryError as error:
+        raise fail(str(error)) from error
     _print_schedules(console, database)
     console.print(
         f"report: groundgen report -w {config.workdir} --open (funnel, costs, sample gallery as one HTML page)"
@@ -256,12 +269,6 @@ def status(
 
 
 @app.command()
-    from flows.retry import failed_rows_table
-
-    try:
-        console.print(failed_rows_table(database, config.max_attempts))
-    except QueryError as error:
-        raise fail(str(error)) from error
 def snapshot(
     config_path: ConfigOption = None,
     workdir: WorkdirOption = None,
@@ -289,13 +296,6 @@ def snapshot(
         raise fail(str(error)) from error
 
 
-def _refresh_versions(database: Path) -> dict[str, str]:
-    """runs.id -> the version a refresh exported ("" when it exported none)."""
-    import json
-
-    from warehouse.query import run_query
-
-    rows = run_query(database, "SELECT id, counts_json FROM runs WHERE command = 'refresh'").to_pylist()
 @app.command()
 def check(config_path: ConfigOption = None, workdir: WorkdirOption = None) -> None:
     """Check the config's backends before any paid call: endpoints answer, keys are set and accepted,
@@ -342,6 +342,13 @@ def retry(
     typer.echo(report.message())
 
 
+def _refresh_versions(database: Path) -> dict[str, str]:
+    """runs.id -> the version a refresh exported ("" when it exported none)."""
+    import json
+
+    from warehouse.query import run_query
+
+    rows = run_query(database, "SELECT id, counts_json FROM runs WHERE command = 'refresh'").to_pylist()
     return {
         row["id"]: (json.loads(row["counts_json"] or "{}").get("refresh", {}).get("version") or "")
         for row in rows
@@ -403,19 +410,12 @@ def refresh(
     from schemas.errors import GroundgenError
 
     config = resolve_config(config_path, workdir, runner=runner)
+    preflight_or_exit(config)
     try:
         result = run_refresh(config, max_topics=topics, min_new=min_new)
     except GroundgenError as error:
         raise fail(str(error)) from error
     typer.echo(result["message"])
-
-
-    preflight_or_exit(config)
-@app.command()
-def schedule(
-    config_path: ConfigOption = None,
-    workdir: WorkdirOption = None,
-    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * 1".')] = None,
     from flows.run_outcome import stage_problems
 
     problems = stage_problems(result["counts"])
@@ -423,6 +423,13 @@ def schedule(
         typer.secho(f"Error: {problem}", err=True, fg=typer.colors.RED)
     if problems:
         raise typer.Exit(1)
+
+
+@app.command()
+def schedule(
+    config_path: ConfigOption = None,
+    workdir: WorkdirOption = None,
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 3 * * 1".')] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between refreshes.", min=1)] = None,
     topics: Annotated[
         int, typer.Option("--topics", help="At most this many new topics per refresh.", min=0)
@@ -536,7 +543,9 @@ def push(
     """Push a dataset version to the Hugging Face Hub (endpoint and token from HF_ENDPOINT / HF_TOKEN).
 
     One commit and one tag per version; pushing a version already on the Hub changes nothing, and an
-    interrupted push completes when run again.
+    interrupted push completes when run again, uploading only the files the Hub does not store yet.
+    Large files go through the Hub's LFS (or Xet, with hf_xet installed) upload, with a progress bar
+    in bytes and bytes/s.
 
     Example: HF_TOKEN=hf_... groundgen push --repo my-org/gen-searcher-data --version v1
     """
@@ -547,10 +556,20 @@ def push(
     repo = repo or config.hub.repo
     if not repo or "/" not in repo:
         raise fail("name the Hub repo as ORG/NAME with --repo (or hub.repo in the config)")
+    from contextlib import nullcontext
+
+    from flows.push_progress import push_progress_bar
+
     try:
-        report = push_now(
-            config, repo, version=version, private=private or config.hub.private, dry_run=dry_run
-        )
+        with nullcontext(None) if dry_run else push_progress_bar() as on_progress:
+            report = push_now(
+                config,
+                repo,
+                version=version,
+                private=private or config.hub.private,
+                dry_run=dry_run,
+                on_progress=on_progress,
+            )
     except GroundgenError as error:
         raise fail(str(error)) from error
     typer.echo(report)
