@@ -15,13 +15,21 @@ from schemas.rows import Image, Judgement, Prompt, Trajectory
 KEPT = "kept"
 
 
+ALL_SPLITS: tuple[str, ...] = ("sft", "rl")
+
+
 @dataclass(frozen=True)
 class Decision:
-    """A filter's verdict. `duplicate_of` names the kept trajectory a duplicate collided with."""
+    """A filter's verdict. `duplicate_of` names the kept trajectory a duplicate collided with.
+
+    A keep may be limited to some splits (`Decision.only`): the row is sound but not for every use,
+    e.g. a trajectory that needed a protocol correction is no SFT row but its answer can be an RL
+    row. `reason` then says why; it becomes the drop reason when none of those splits has room."""
 
     keep: bool
     reason: str = ""
     duplicate_of: str = ""
+    splits: tuple[str, ...] = ALL_SPLITS
 
     @classmethod
     def accept(cls) -> Decision:
@@ -32,6 +40,19 @@ class Decision:
         if not reason:
             raise ValueError("a drop needs a machine-readable reason")
         return cls(keep=False, reason=reason, duplicate_of=duplicate_of)
+
+    @classmethod
+    def only(cls, splits: tuple[str, ...], reason: str) -> Decision:
+        """Keep, but only in `splits` (a subset of "sft", "rl"), because of `reason`."""
+        if not reason:
+            raise ValueError("a split limit needs a machine-readable reason")
+        if not set(splits) <= set(ALL_SPLITS):
+            raise ValueError(f"unknown split in {splits!r}")
+        return cls(keep=True, reason=reason, splits=tuple(split for split in ALL_SPLITS if split in splits))
+
+    @property
+    def limited(self) -> bool:
+        return self.keep and self.splits != ALL_SPLITS
 
 
 @dataclass(frozen=True)
@@ -83,7 +104,10 @@ class Filter:
 
     def __call__(self, candidate: Candidate) -> Decision:
         decision = self.check(candidate)
-        self.counts[KEPT if decision.keep else decision.reason] += 1
+        outcome = KEPT if decision.keep else decision.reason
+        if decision.limited:
+            outcome = f"{decision.reason}:{'+'.join(decision.splits) or 'none'}"
+        self.counts[outcome] += 1
         return decision
 
     def run(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Decision]]:
@@ -92,9 +116,16 @@ class Filter:
 
 
 def first_drop(filters: Iterable[Filter], candidate: Candidate) -> Decision:
-    """Run `filters` in order and return the first drop, or a keep when every filter keeps."""
+    """Run `filters` in order and return the first drop, or a keep when every filter keeps.
+
+    The keep carries every split limit met on the way: the splits all of them allow, and the first
+    limiting filter's reason."""
+    splits, reason = ALL_SPLITS, ""
     for item in filters:
         decision = item(candidate)
         if not decision.keep:
             return decision
-    return Decision.accept()
+        if decision.limited:
+            splits = tuple(split for split in splits if split in decision.splits)
+            reason = reason or decision.reason
+    return Decision(keep=True, reason=reason, splits=splits)

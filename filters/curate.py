@@ -1,8 +1,8 @@
 """The curation stage core: candidates in, one `Sample` (kept with a split, or dropped with a
 reason) per candidate out.
 
-Order: rules -> judgement -> exact duplicate -> perceptual duplicate -> prompt near-duplicate ->
-benchmark decontamination -> split. Dedup compares against ALREADY KEPT samples only, held in a
+Order: rules -> quality rules (split limits, grounding, subject, references) -> judgement -> exact
+duplicate -> perceptual duplicate -> prompt near-duplicate -> benchmark decontamination -> split. Dedup compares against ALREADY KEPT samples only, held in a
 `CurationState` that the caller carries from batch to batch (or rebuilds from the warehouse with
 `CurationState.from_kept`). Candidates are processed in sorted trajectory-id order, so cutting the
 sorted work into consecutive batches gives the same samples as one big batch.
@@ -19,6 +19,7 @@ from filters.base import Candidate, Filter, first_drop
 from filters.decontamination import BenchmarkIndex, DecontaminationFilter
 from filters.image_dedup import ExactDuplicateFilter, PerceptualDuplicateFilter, PerceptualHashIndex
 from filters.prompt_dedup import PromptDedupIndex, PromptNearDuplicateFilter
+from filters.quality_rules import quality_filters
 from filters.rules import JudgementFilter, rule_filters
 from filters.split import SPLIT_QUOTA_FULL, SplitAssigner
 from schemas.config import CurationConfig, SizesConfig
@@ -97,6 +98,7 @@ def curation_filters(state: CurationState, config: CurationConfig) -> list[Filte
     """Every filter before the split, in curation order, bound to the state's indexes."""
     filters: list[Filter] = [
         *rule_filters(config.min_image_std),
+        *quality_filters(config),
         JudgementFilter(),
         ExactDuplicateFilter(state.kept_by_sha256),
         PerceptualDuplicateFilter(state.phash_index),
@@ -132,11 +134,13 @@ def curate(
         reason, duplicate_of = decision.reason, decision.duplicate_of
         split: Literal["sft", "rl", ""] = ""
         if decision.keep:
-            chosen = assigner.assign(candidate.category)
-            if chosen is None:
-                reason = SPLIT_QUOTA_FULL
+            chosen = assigner.assign(candidate.category, decision.splits)
+            if chosen is not None:
+                split, reason = chosen, ""
+            elif decision.limited and assigner.choose(candidate.category) is not None:
+                pass  # a split it may not join has room: dropped for the limit's reason
             else:
-                split = chosen
+                reason = SPLIT_QUOTA_FULL
         sample = Sample(
             id=content_id(candidate.trajectory.id, curator_fingerprint),
             trajectory_id=candidate.trajectory.id,

@@ -9,7 +9,7 @@ assigned in earlier runs are the starting point, so a later run continues the sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 SplitName = Literal["sft", "rl"]
@@ -34,9 +34,11 @@ class SplitAssigner:
     def is_full(self, split: SplitName) -> bool:
         return self.total(split) >= self.targets[split]
 
-    def choose(self, category: str) -> SplitName | None:
-        """The split the next candidate of `category` would get (None when both are full)."""
-        open_splits = [split for split in SPLITS if not self.is_full(split)]
+    def choose(self, category: str, allowed: Collection[str] = SPLITS) -> SplitName | None:
+        """The split the next candidate of `category` would get (None when every allowed one is full).
+
+        `allowed` limits the candidate to some splits; the others are treated as full for it."""
+        open_splits = [split for split in SPLITS if split in allowed and not self.is_full(split)]
         if not open_splits:
             return None
         if len(open_splits) == 1:
@@ -49,9 +51,9 @@ class SplitAssigner:
         rl_deficit = after * self.targets["rl"] - per_split["rl"] * whole
         return "sft" if sft_deficit >= rl_deficit else "rl"
 
-    def assign(self, category: str) -> SplitName | None:
-        """Choose a split for one candidate of `category` and count it; None when both are full."""
-        split = self.choose(category)
+    def assign(self, category: str, allowed: Collection[str] = SPLITS) -> SplitName | None:
+        """Choose a split for one candidate of `category` and count it; None when no allowed split has room."""
+        split = self.choose(category, allowed)
         if split is not None:
             self.counts.setdefault(category, {"sft": 0, "rl": 0})[split] += 1
         return split

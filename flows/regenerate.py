@@ -123,14 +123,28 @@ def _judge_inputs(warehouse: Warehouse, config: Config) -> list[JudgeInput]:
         )
     }
     prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories.values()])
+    titles = _topic_titles(warehouse, [topic for p in prompts.values() for topic in p.topic_ids])
     return [
         JudgeInput(
             prompt=prompts[trajectories[image.trajectory_id].prompt_id],
             trajectory=trajectories[image.trajectory_id],
             image=image,
+            subjects=[
+                titles[topic]
+                for topic in prompts[trajectories[image.trajectory_id].prompt_id].topic_ids
+                if topic in titles
+            ],
         )
         for image in images
     ]
+
+
+def _topic_titles(warehouse: Warehouse, ids: list[str]) -> dict[str, str]:
+    """Topic id -> title: the subjects the judge stage checks answers and references against."""
+    if not ids:
+        return {}
+    table = warehouse.query("SELECT id, title FROM topics WHERE id IN (SELECT unnest(?))", [sorted(set(ids))])
+    return dict(zip(table.column("id").to_pylist(), table.column("title").to_pylist(), strict=True))
 
 
 def stage_judgements(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:

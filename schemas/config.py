@@ -169,6 +169,20 @@ class CurationConfig(Section):
     decontamination_ngram: int = Field(8, ge=1)
     decontamination_threshold: float = Field(0.5, ge=0, le=1)
     min_image_std: float = Field(2.0, ge=0, description="images flatter than this are blank")
+    # Added later; left out of dumps (and so of the curation fingerprint) while at their defaults.
+    min_grounding: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        exclude_if=lambda value: value == 0.5,
+        description="drop rows whose share of gen_prompt facts found in the tool responses is lower "
+        "(reason rule_ungrounded_facts)",
+    )
+    allow_empty_thinking: bool = Field(
+        False,
+        exclude_if=lambda value: value is False,
+        description="let trajectories with an empty <think> turn into SFT (otherwise RL only)",
+    )
 
 
 class ExportConfig(Section):

@@ -152,6 +152,7 @@ class JudgeInput(Value):
     prompt: Prompt
     trajectory: Trajectory
     image: Image
+    subjects: list[str] = Field(default_factory=list)  # titles of the prompt's topics, main one first
 
 
 class Judge(Protocol):

@@ -166,6 +166,37 @@ class Judgement(Row):
     overall: float | None = None
     keep: bool
     reason: str = ""  # machine-readable reason when keep is False, e.g. "judge_low_score"
+    # Deterministic scores, filled whatever the judge (filters.quality_scores); None on rows judged
+    # before they existed. grounding: share of the gen_prompt's claimed facts a tool response states
+    # (rows in `evidence`); subject_match: the gen_prompt and its facts' sources are about the prompt's
+    # subject; reference_relevance: share of chosen references whose metadata names the subject;
+    # image_std: the ground-truth image's pixel standard deviation.
+    grounding: float | None = None
+    facts: int = 0  # claimed facts checked (evidence rows)
+    supported_facts: int = 0
+    subject_match: float | None = None
+    reference_relevance: float | None = None
+    image_std: float | None = None
+
+
+# --- evidence -------------------------------------------------------------------------------------
+
+
+class Evidence(Row):
+    """One checkable fact of a trajectory's gen_prompt and the tool response that supports it.
+
+    id = content_id(trajectory_id, extractor, kind, canonical key). `tool_call_index` indexes
+    `Trajectory.tool_calls` (-1 when unsupported); `source_url` is the hit, page or image source page
+    that states the fact; `about_subject` says whether that source is about the prompt's subject."""
+
+    trajectory_id: str
+    fact: str
+    kind: str  # "date", "year", "quantity", "number", "name" (an LLM extractor may add "claim")
+    supported: bool
+    source_url: str = ""
+    tool_call_index: int = -1
+    extractor: str = ""  # "rules-v1", or the LLM claim extractor's fingerprint
+    about_subject: bool = False
 
 
 # --- samples --------------------------------------------------------------------------------------

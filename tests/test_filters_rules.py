@@ -55,7 +55,16 @@ def make_trajectory(trajectory_id: str, prompt_id: str, **changes: object) -> Tr
         "id": trajectory_id,
         "prompt_id": prompt_id,
         "teacher": "teacher",
-        "messages": [Message(role="user", content="task")],
+        "messages": [
+            Message(role="system", content="protocol"),
+            Message(role="user", content="task"),
+            Message(role="assistant", content="<think>Search it.</think>\n<tool_call>{}</tool_call>"),
+            Message(
+                role="user",
+                content='<tool_response>\n### Results for "x"\n[Eiffel Tower](http://127.0.0.1/wiki/'
+                "Eiffel_Tower) The Eiffel Tower is a lattice tower in Paris.\n</tool_response>",
+            ),
+        ],
         "tool_calls": [
             ToolCall(round=1, name="search", arguments_json='{"queries": ["x"]}', ok=True),
             ToolCall(round=2, name="image_search", arguments_json='{"query": "x"}', ok=True),

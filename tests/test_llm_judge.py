@@ -111,6 +111,13 @@ def test_judge_scores_keeps_and_sends_texts_and_images(server, item_and_blobs):
         "overall": 0.8,
         "keep": True,
         "reason": "",
+        # the deterministic scores are filled by the judge stage (filters.quality_scores), not the VLM
+        "grounding": None,
+        "facts": 0,
+        "supported_facts": 0,
+        "subject_match": None,
+        "reference_relevance": None,
+        "image_std": None,
     }
     (request,) = server.requests
     assert request.body["response_format"]["type"] == "json_schema"

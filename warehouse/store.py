@@ -18,6 +18,7 @@ from schemas.arrow import from_arrow, to_arrow
 from schemas.errors import RowError
 from schemas.ids import content_id
 from schemas.rows import (
+    Evidence,
     Failure,
     Image,
     Judgement,
@@ -47,6 +48,7 @@ TABLES: dict[str, type[BaseModel]] = {
     "versions": Version,
     "pages": PageRecord,
     "source_states": SourceState,
+    "evidence": Evidence,
 }
 
 INDEXES_SQL = (
@@ -56,6 +58,7 @@ INDEXES_SQL = (
     "CREATE INDEX IF NOT EXISTS judgements_image ON judgements (image_id)",
     "CREATE INDEX IF NOT EXISTS samples_trajectory ON samples (trajectory_id)",
     "CREATE INDEX IF NOT EXISTS failures_row ON failures (stage, row_id)",
+    "CREATE INDEX IF NOT EXISTS evidence_trajectory ON evidence (trajectory_id)",
 )
 
 
