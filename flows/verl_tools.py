@@ -2,12 +2,15 @@
 
 `groundgen export --format verl` writes a `tool_config.yaml` whose entries name
 `flows.verl_tools.GroundgenTool`; verl instantiates the class once per tool with that entry's `config`
-and `tool_schema`, then per rollout calls `create` -> `execute`... -> `release`. Each call runs through
-the same `Toolbox` as the teacher (`synthesis/toolbox.py`), on the backends of a groundgen config
-(`config.groundgen_config`: a TOML path; empty = the offline default), so the policy trained on the
-verl data sees the tool responses the SFT trajectories saw: one `EpisodeMemory` per rollout keeps
-image ids (IMG_001, ...) and the repeated-query rule. Images found by `image_search` come back as the
-response's images (downscaled as for the teacher's model) instead of `<image>` lines in the text.
+and `tool_schema`, and its tool agent loop calls `create` -> `execute` -> `release` for every single
+tool call. Each call runs through the same `Toolbox` as the teacher (`synthesis/toolbox.py`), on the
+backends of a groundgen config (`config.groundgen_config`: a TOML path; empty = the offline default),
+so the policy trained on the verl data sees the tool responses the SFT trajectories saw. What the
+protocol remembers within a trajectory (image ids IMG_001, ...; queries already used) lives in one
+`EpisodeMemory` per rollout, shared by the three tools and keyed by the rollout's `request_id` (verl
+passes its `agent_data` to `execute`); the most recent `MAX_EPISODES` rollouts are kept. Images found
+by `image_search` come back as the response's images (downscaled as for the teacher's model) instead
+of `<image>` lines in the text.
 
 The class follows verl's `BaseTool` interface without importing verl at module level; `execute`
 builds verl's own `ToolResponse` (installed with verl).
@@ -19,6 +22,7 @@ import io
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -27,6 +31,8 @@ from uuid import uuid4
 from schemas.protocols import Tools
 from synthesis.agent_protocol import ParsedToolCall
 from synthesis.toolbox import EpisodeMemory, Toolbox
+
+MAX_EPISODES = 10_000
 
 _WRAPPER = re.compile(r"^<tool_response>\n?(.*?)\n?</tool_response>$", re.DOTALL)
 _IMAGE_LINE = re.compile(r"^<image>(?:\n|$)", re.MULTILINE)
@@ -97,21 +103,18 @@ class GroundgenTool:
                 "GroundgenTool needs a tool_schema naming the tool (search, image_search, browse)"
             )
         self._open_tools = open_tools or groundgen_tools(str(config.get("groundgen_config", "") or ""))
-        self._episodes: dict[str, tuple[EpisodeMemory, list[int]]] = {}
 
     def get_openai_tool_schema(self) -> Any:
         return self.tool_schema
 
     async def create(self, instance_id: str | None = None, **kwargs: Any) -> tuple[str, Any]:
-        instance_id = instance_id or uuid4().hex
-        self._episodes.setdefault(instance_id, (EpisodeMemory(), [0]))
-        return instance_id, _tool_response("", [])
+        return instance_id or uuid4().hex, _tool_response("", [])
 
     async def execute(
         self, instance_id: str, parameters: dict[str, Any], **kwargs: Any
     ) -> tuple[Any, float, dict[str, Any]]:
-        memory, rounds = self._episodes.setdefault(instance_id, (EpisodeMemory(), [0]))
-        rounds[0] += 1
+        rollout = getattr(kwargs.get("agent_data"), "request_id", None)
+        memory, round_number = _EPISODES.next_round(str(rollout) if rollout else f"instance:{instance_id}")
         arguments = dict(parameters) if isinstance(parameters, dict) else None
         call = ParsedToolCall(
             self.name,
@@ -121,7 +124,7 @@ class GroundgenTool:
         )
         async with self._open_tools() as (tools, blobs):
             toolbox = Toolbox(tools, blobs)
-            outcome = await toolbox.execute(call, rounds[0], memory)
+            outcome = await toolbox.execute(call, round_number, memory)
             images = [_pil(toolbox.model_image(reference)) for reference in outcome.new_references]
         metrics = {"ok": outcome.record.ok, "error": outcome.record.error, "images": len(images)}
         return _tool_response(response_text(outcome.message.content), images), 0.0, metrics
@@ -130,7 +133,31 @@ class GroundgenTool:
         return 0.0  # the reward is the model-judged image score (`reward_model` in the data), not a tool's
 
     async def release(self, instance_id: str, **kwargs: Any) -> None:
-        self._episodes.pop(instance_id, None)
+        _EPISODES.forget(f"instance:{instance_id}")  # rollouts keyed by request_id outlive one call
+
+
+class EpisodeStore:
+    """Per-rollout protocol memory shared by the tools of one process, the newest `limit` kept."""
+
+    def __init__(self, limit: int = MAX_EPISODES):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._episodes: OrderedDict[str, tuple[EpisodeMemory, int]] = OrderedDict()
+
+    def next_round(self, key: str) -> tuple[EpisodeMemory, int]:
+        with self._lock:
+            memory, rounds = self._episodes.pop(key, (EpisodeMemory(), 0))
+            self._episodes[key] = (memory, rounds + 1)
+            while len(self._episodes) > self.limit:
+                self._episodes.popitem(last=False)
+            return memory, rounds + 1
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._episodes.pop(key, None)
+
+
+_EPISODES = EpisodeStore()
 
 
 def _pil(data: bytes) -> Any:

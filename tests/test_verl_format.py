@@ -228,22 +228,37 @@ def test_groundgen_tool_runs_the_teachers_toolbox_per_rollout(verl_schemas):
     image_search = GroundgenTool({"type": "native"}, schemas["image_search"], open_tools=open_tools)
     search = GroundgenTool({"type": "native"}, schemas["search"], open_tools=open_tools)
 
-    async def rollout():
-        instance, _ = await image_search.create()
-        response, reward, metrics = await image_search.execute(instance, {"query": "Eiffel Tower"})
-        again, _, again_metrics = await image_search.execute(instance, {"query": "eiffel tower"})
-        await image_search.release(instance)
-        other, _ = await search.create("other")
-        found, _, _ = await search.execute(other, {"queries": ["Gustave Eiffel"], "top_k": 2})
-        return response, reward, metrics, again, again_metrics, found
+    async def call(tool, arguments, rollout):
+        """What verl's ToolAgentLoop does for every tool call: create, execute, release."""
+        instance, _ = await tool.create(create_kwargs={})
+        try:
+            return await tool.execute(
+                instance, arguments, agent_data=types.SimpleNamespace(request_id=rollout)
+            )
+        finally:
+            await tool.release(instance)
 
-    response, reward, metrics, again, again_metrics, found = asyncio.run(rollout())
+    async def rollouts():
+        first = await call(image_search, {"query": "Eiffel Tower"}, "rollout-1")
+        repeated = await call(image_search, {"query": "eiffel tower"}, "rollout-1")
+        second = await call(image_search, {"query": "Gustave Eiffel"}, "rollout-1")
+        other = await call(image_search, {"query": "Eiffel Tower"}, "rollout-2")
+        found = await call(search, {"queries": ["Gustave Eiffel"], "top_k": 2}, "rollout-1")
+        return first, repeated, second, other, found
+
+    first, repeated, second, other, found = asyncio.run(rollouts())
+    response, reward, metrics = first
     assert reward == 0.0 and metrics["ok"] and metrics["images"] == len(response.image) >= 1
     assert response.text.startswith('### Images for "Eiffel Tower"') and "IMG_001" in response.text
     assert "<image>" not in response.text and "<tool_response>" not in response.text
     assert response.image[0].mode == "RGB"
-    assert not again_metrics["ok"] and "already used" in again.text  # one memory per rollout
-    assert found.image is None and "[Gustave Eiffel](http://corpus.test/wiki/Gustave_Eiffel)" in found.text
+    # one memory per rollout across calls and tools: repeats refused, image ids keep counting
+    assert not repeated[2]["ok"] and "already used" in repeated[0].text
+    shown = len(response.image)
+    assert second[2]["ok"] and f"IMG_{shown + 1:03d}" in second[0].text
+    assert other[2]["ok"] and "IMG_001" in other[0].text  # another rollout starts afresh
+    assert found[0].image is None
+    assert "[Gustave Eiffel](http://corpus.test/wiki/Gustave_Eiffel)" in found[0].text
 
 
 def test_cli_export_verl_prints_rows_written_and_skipped(curated, tmp_path, monkeypatch):  # noqa: F811
