@@ -17,7 +17,16 @@ Rows with references, by `painter.pipeline`:
   the pipeline has none);
 - "edit": the loaded pipeline is called with `image=[every chosen reference, up to max_references]`
   (PIL images, aspect kept, fitted into width x height), one row per call; only the arguments its
-  `__call__` accepts are passed. A row without references is a row error in this mode.
+  `__call__` accepts are passed. A row without references (the teacher found no image of its
+  subject) is painted text-to-image from its gen_prompt, as the Gen-Searcher RL loop does, by the
+  text-to-image variant of the same weights (`AutoPipelineForText2Image.from_pipe`); a row error only
+  when the pipeline has none.
+
+Long prompts: CLIP-style text encoders keep `model_max_length` tokens (77) and drop the rest. Each
+row's `Image.prompt_tokens_truncated` counts the tokens of its gen_prompt that no text encoder of the
+pipeline sees (the loaded pipeline's own tokenizers; the smallest count when there are several, as
+in SDXL/SD3/Flux). The painter warns once per run, not per image: the pipelines' own per-call
+"truncated because CLIP can only handle ..." log lines are filtered out.
 The `Image.model` of each row is the model id, with `@revision` when the revision is known (the
 configured one, or the commit a Hub id resolved to in the local Hugging Face cache).
 """
@@ -25,6 +34,7 @@ configured one, or the commit a Hub id resolved to in the local Hugging Face cac
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import time
@@ -40,6 +50,52 @@ from schemas.rows import Image
 
 TINY_MODEL_NAME = "groundgen-tiny-sd"
 IMG2IMG_STRENGTH = 0.75
+TOKENIZER_NAMES = ("tokenizer", "tokenizer_2", "tokenizer_3")
+NO_LIMIT = 1_000_000  # transformers' "no max length" sentinel is larger than this
+
+logger = logging.getLogger(__name__)
+
+
+class _DropTruncationNotices(logging.Filter):
+    """Drops diffusers' per-call "The following part of your input was truncated because CLIP can only
+    handle sequences up to 77 tokens" lines; the painter counts truncations per row and warns once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("was truncated because" in message and "can only handle sequences up to" in message)
+
+
+_DROP_TRUNCATION_NOTICES = _DropTruncationNotices()
+
+
+def silence_truncation_notices(pipeline: Any) -> None:
+    """Install the filter on the logger of the module that defines the pipeline's class (where
+    diffusers logs the notice)."""
+    for cls in type(pipeline).__mro__:
+        module = getattr(cls, "__module__", "")
+        if module.startswith("diffusers."):
+            target = logging.getLogger(module)
+            if _DROP_TRUNCATION_NOTICES not in target.filters:
+                target.addFilter(_DROP_TRUNCATION_NOTICES)
+
+
+def truncated_tokens(pipeline: Any, prompt: str) -> int:
+    """Tokens of `prompt` that no text encoder of the pipeline sees (0 without a length-limited
+    tokenizer, e.g. an HTTP API or a pipeline stand-in)."""
+    counts = []
+    for name in TOKENIZER_NAMES:
+        tokenizer = getattr(pipeline, name, None)
+        if tokenizer is None or not callable(tokenizer):
+            continue
+        limit = getattr(tokenizer, "model_max_length", None)
+        pipeline_limit = getattr(pipeline, "tokenizer_max_length", None) if name == "tokenizer" else None
+        if isinstance(pipeline_limit, int) and isinstance(limit, int) and 0 < pipeline_limit < limit:
+            limit = pipeline_limit
+        if not isinstance(limit, int) or not 0 < limit < NO_LIMIT:
+            continue
+        ids = tokenizer(prompt, truncation=False, verbose=False)["input_ids"]
+        counts.append(max(0, len(ids) - limit))
+    return min(counts) if counts else 0
 
 
 def painter_fingerprint(config: PainterConfig) -> str:
@@ -139,9 +195,11 @@ class DiffusersPainter:
         num_threads: int | None = None,
         exact: bool = True,
         pipeline: Any = None,
+        text_pipeline: Any = None,
     ):
         """`pipeline`: an already loaded diffusers pipeline (or any callable with the same call
-        convention) to use instead of loading `model_path`."""
+        convention) to use instead of loading `model_path`; `text_pipeline`: likewise, the
+        text-to-image pipeline for rows without references when `pipeline` is an edit pipeline."""
         self.config = config
         self.model_path = str(model_path or config.model)
         if not self.model_path and pipeline is None:
@@ -161,7 +219,9 @@ class DiffusersPainter:
         self.exact = exact
         self._pipeline: Any = pipeline
         self._img2img: Any = None
+        self._text2img: Any = text_pipeline
         self._lock = threading.Lock()
+        self._truncation_warned = False
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -183,6 +243,7 @@ class DiffusersPainter:
                 )
             if hasattr(pipeline, "set_progress_bar_config"):
                 pipeline.set_progress_bar_config(disable=True)
+            silence_truncation_notices(pipeline)
             if self.config.attention_slicing and hasattr(pipeline, "enable_attention_slicing"):
                 pipeline.enable_attention_slicing()
             if (
@@ -206,9 +267,28 @@ class DiffusersPainter:
                 try:
                     self._img2img = AutoPipelineForImage2Image.from_pipe(pipeline)
                     self._img2img.set_progress_bar_config(disable=True)
+                    silence_truncation_notices(self._img2img)
                 except (ValueError, KeyError, TypeError, AttributeError):
                     self._img2img = False
             return self._img2img or None
+
+    def _text_to_image(self) -> Any | None:
+        """The pipeline for rows painted from text alone: the loaded one, or for an edit pipeline its
+        text-to-image variant sharing the weights (None when diffusers has none)."""
+        pipeline = self._load()
+        if not takes_images(pipeline):
+            return pipeline
+        with self._lock:
+            if self._text2img is None:
+                from diffusers import AutoPipelineForText2Image
+
+                try:
+                    self._text2img = AutoPipelineForText2Image.from_pipe(pipeline)
+                    self._text2img.set_progress_bar_config(disable=True)
+                    silence_truncation_notices(self._text2img)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    self._text2img = False
+            return self._text2img or None
 
     def reference_mode(self) -> str:
         """How rows with references are painted: 'text2img', 'img2img' or 'edit' (see the module doc)."""
@@ -264,9 +344,10 @@ class DiffusersPainter:
                         f"trajectory {request.trajectory.id} has no gen_prompt (ending {request.trajectory.ending})"
                     )
                 references = self._references(request, mode)
-                if mode == "edit" and not references:
+                if not references and self._text_to_image() is None:
                     raise PainterError(
-                        f"trajectory {request.trajectory.id} has no reference image for the edit pipeline"
+                        f"trajectory {request.trajectory.id} has no reference image and "
+                        f"{type(self._load()).__name__} has no text-to-image variant"
                     )
             except (PainterError, OSError) as error:  # OSError: an undecodable reference
                 errors.append(RowError.from_exception(request.trajectory.id, error))
@@ -279,7 +360,23 @@ class DiffusersPainter:
                 images.extend(self._paint_batch(rows[start : start + step], row_mode))
         order = {request.trajectory.id: index for index, request in enumerate(requests)}
         images.sort(key=lambda image: order[image.trajectory_id])
+        self._warn_truncation(images)
         return images, errors
+
+    def _warn_truncation(self, images: list[Image]) -> None:
+        """One warning per painter (per run), when some gen_prompt was cut by the text encoder."""
+        truncated = [image.prompt_tokens_truncated for image in images if image.prompt_tokens_truncated]
+        if not truncated or self._truncation_warned:
+            return
+        self._truncation_warned = True
+        logger.warning(
+            "%d of %d gen_prompts in this batch are longer than the painter's text encoder takes (up to %d "
+            "tokens cut); the text beyond the limit is not painted. Counted per image in "
+            "images.prompt_tokens_truncated; this warning is shown once per run.",
+            len(truncated),
+            len(images),
+            max(truncated),
+        )
 
     def _paint_batch(self, rows: list[tuple[PaintRequest, list[Any]]], mode: str) -> list[Image]:
         torch, _ = _import_torch_diffusers()
@@ -302,14 +399,15 @@ class DiffusersPainter:
             call = pipeline.__call__
             arguments = {key: value for key, value in arguments.items() if accepts(call, key)}
         else:
-            pipeline = self._load()
+            pipeline = self._text_to_image()
             arguments.update(height=config.height, width=config.width)
         assert pipeline is not None
+        truncated = [truncated_tokens(pipeline, request.trajectory.gen_prompt) for request, _ in rows]
         with torch.inference_mode():
             pictures = pipeline(**arguments).images
         elapsed = (time.perf_counter() - started) / len(rows)
         results = []
-        for (request, _), seed, picture in zip(rows, seeds, pictures, strict=True):
+        for (request, _), seed, picture, cut in zip(rows, seeds, pictures, truncated, strict=True):
             data = png_bytes(picture)
             sha256 = self.blobs.put(data)
             results.append(
@@ -328,6 +426,7 @@ class DiffusersPainter:
                     steps=config.steps,
                     guidance=config.guidance,
                     elapsed_s=round(elapsed, 4),
+                    prompt_tokens_truncated=cut,
                 )
             )
         return results
