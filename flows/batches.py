@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from flows.ledger import record_batch
 from flows.progress import reporter
 from flows.stage_guard import StageGuard
 from schemas.errors import RowError
@@ -97,6 +98,7 @@ def write_result(
         if row_id not in accounted
     ]
     counts.failures += len(warehouse.record_failures(stage, errors, run_id))
+    record_batch(run_id, counts.usage)  # the run's ledger: usage and cost so far, after every batch
     return counts
 
 

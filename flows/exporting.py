@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from flows.batches import StageCounts
+from flows.ledger import close_dead_runs
 from flows.progress import reporter
 from flows.settings import code_version
 from flows.workspace import Workspace
 from schemas.config import Config
+from schemas.errors import GroundgenError
 from schemas.rows import Version
 from warehouse.blobs import BlobStore
-from warehouse.export import export_version, previous_version
+from warehouse.export import export_version, previous_version, version_folder
 from warehouse.store import Warehouse
+
+if TYPE_CHECKING:
+    from warehouse.hub import PushProgress
 
 
 def export_current(warehouse: Warehouse, config: Config, version: str | None = None) -> tuple[Version, bool]:
@@ -51,6 +60,17 @@ NOTHING_KEPT = (
 )
 
 
+def existing_version_folder(workdir: Path, row: Version) -> Path:
+    """The folder of version `row` in this work directory; a missing one is an error, not 0 rows."""
+    folder = version_folder(workdir, row)
+    if not (folder / "manifest.json").is_file():
+        raise GroundgenError(
+            f"the files of version {row.id} are missing: {folder} has no manifest.json (a work directory "
+            "is copied or moved whole: warehouse.duckdb, blobs/ and exports/ together)"
+        )
+    return folder
+
+
 def _version_row(warehouse: Warehouse, name: str | None) -> Version:
     from schemas.errors import GroundgenError
 
@@ -66,38 +86,6 @@ def _version_row(warehouse: Warehouse, name: str | None) -> Version:
         known = ", ".join(sorted(warehouse.ids(Version))) or "none"
         raise GroundgenError(f"version {name} does not exist (versions: {known})")
     return rows[0]
-
-
-def write_training_format(
-    config: Config,
-    version_dir,
-    target,
-    output_format: str,
-    *,
-    absolute_paths: bool = False,
-    test_ratio: float | None = None,
-    facts: dict[str, list[str]] | None = None,
-):
-    """One training format folder from a version folder (see `warehouse/formats.py`)."""
-    from synthesis.agent_protocol import TOOL_SCHEMAS, opening_messages
-    from warehouse.formats import export_llamafactory, export_rllm
-    from warehouse.verl_format import DEFAULT_TEST_RATIO, export_verl
-
-    if output_format == "llamafactory":
-        return export_llamafactory(version_dir, target, absolute_paths=absolute_paths)
-    if output_format == "rllm":
-        return export_rllm(version_dir, target, absolute_paths=absolute_paths)
-    if output_format == "verl":
-        return export_verl(
-            version_dir,
-            target,
-            system_prompt=opening_messages("", config.teacher)[0].content,
-            tool_schemas=TOOL_SCHEMAS,
-            facts=facts,
-            test_ratio=DEFAULT_TEST_RATIO if test_ratio is None else test_ratio,
-            absolute_paths=absolute_paths,
-        )
-    raise ValueError(f"unknown training format {output_format!r}")
 
 
 def write_training_format(
@@ -179,21 +167,35 @@ def export_now(
     return "\n".join(lines)
 
 
-def push_now(config: Config, repo: str, *, version: str | None, private: bool, dry_run: bool) -> str:
+def push_now(
+    config: Config,
+    repo: str,
+    *,
+    version: str | None,
+    private: bool,
+    dry_run: bool,
+    on_progress: Callable[[PushProgress], None] | None = None,
+) -> str:
     """`groundgen push`: one version folder to the Hub (endpoint and token from the environment)."""
-    from pathlib import Path
 
     from warehouse.hub import push_version
 
     workspace = Workspace(config.workdir)
     with Warehouse(workspace.database, read_only=True) as warehouse:
         row = _version_row(warehouse, version)
-    report = push_version(Path(row.path), repo, private=private, dry_run=dry_run, hub=config.hub)
+    report = push_version(
+        existing_version_folder(workspace.root, row),
+        repo,
+        private=private,
+        dry_run=dry_run,
+        hub=config.hub,
+        on_progress=on_progress,
+    )
     if report.dry_run:
         return f"dry run: would push {row.id} to {report.endpoint}/datasets/{repo}: {len(report.files)} files, {report.bytes} bytes"
     if report.already_tagged:
         return f"{repo} already has {row.id} (tag {row.id}); nothing changed"
     return (
         f"pushed {row.id} to {report.endpoint}/datasets/{repo} @ {report.commit[:12]} "
-        f"({len(report.files)} files, {report.bytes} bytes; tag {row.id})"
+        f"({len(report.files)} files, {report.bytes} bytes through {report.transfer}; tag {row.id})"
     )

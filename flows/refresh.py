@@ -16,7 +16,6 @@ Rules (README "Refreshes and schedules"):
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from contextlib import AbstractContextManager
@@ -29,13 +28,14 @@ from prefect import flow
 from extractors.topic_selection import interleave_by_category
 from flows.batches import BatchResult, StageCounts, write_result
 from flows.exporting import export_current, export_stage_counts
+from flows.ledger import RunLedger, finish_status
 from flows.live_status import serve_readers
 from flows.settings import code_version
 from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
 from schemas.config import Config, SizesConfig
 from schemas.ids import fingerprint
-from schemas.rows import Run, Sample, SourceState, Topic
+from schemas.rows import Sample, SourceState, Topic
 from synthesis.circuit_breaker import configure_breakers
 from warehouse.export import previous_version
 from warehouse.manifest import manifest_ids
@@ -141,15 +141,15 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
         Warehouse(workspace.database) as warehouse,
         serve_readers(warehouse, workspace.root),
     ):
-        run = Run(
-            id=_run_id(),
-            started_at=datetime.now(UTC),
-            status="running",
+        ledger = RunLedger.start(
+            warehouse,
+            run_id=_run_id(),
             command="refresh",
             config_fingerprint=config.fingerprint(),
             code_version=code_version(),
+            workdir=workspace.root,
         )
-        warehouse.replace(run)
+        run = ledger.run
         counts: dict[str, Any] = {}
         summary: dict[str, Any] = {"new_topics": 0, "new_samples": 0, "version": None}
         try:
@@ -181,10 +181,10 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
                 counts["export"] = vars(StageCounts())
             summary["message"] = _message(summary, min_new)
             print(summary["message"])
-        except BaseException:
-            _finish(warehouse, run, "failed", counts, summary)
+        except BaseException as error:
+            _finish(ledger, finish_status(error), counts, summary)
             raise
-        _finish(warehouse, run, "failed" if summary.get("stopped") else "completed", counts, summary)
+        _finish(ledger, "failed" if summary.get("stopped") else "completed", counts, summary)
     return {"run_id": run.id, "counts": counts, **summary}
 
 
@@ -208,20 +208,18 @@ def _message(summary: dict[str, Any], min_new: int) -> str:
     )
 
 
-def _finish(
-    warehouse: Warehouse, run: Run, status: str, counts: dict[str, Any], summary: dict[str, Any]
-) -> None:
-    record = {**counts, "refresh": {k: v for k, v in summary.items() if k != "message"}}
-    update = {"status": status, "finished_at": datetime.now(UTC), "counts_json": json.dumps(record)}
-    warehouse.replace(run.model_copy(update=update))
+def _finish(ledger: RunLedger, status: str, counts: dict[str, Any], summary: dict[str, Any]) -> None:
+    ledger.finish(status, {**counts, "refresh": {k: v for k, v in summary.items() if k != "message"}})
 
 
 def run_refresh(config: Config, max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
     """Start the refresh flow in this process with the configured task runner."""
+    from flows.prefect_server import prefect_api_for_command
     from flows.runner import task_runner_for
     from flows.settings import configure_prefect
 
     check_unlocked(config.workdir)
-    configure_prefect(config.workdir)
+    configure_prefect(config.workdir, hub_offline=config.hub.offline)
     payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
-    return refresh.with_options(task_runner=task_runner_for(config))(payload, max_topics, min_new)
+    with prefect_api_for_command(config.workdir):  # a temporary server lives only as long as this call
+        return refresh.with_options(task_runner=task_runner_for(config))(payload, max_topics, min_new)

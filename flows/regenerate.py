@@ -6,26 +6,25 @@ each batch, ids are content hashes, and writes are insert-if-absent.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
 
 from flows import tasks
 from flows.batches import StageCounts, direct_executor, run_until_done
+from flows.ledger import RunLedger, finish_status
 from flows.live_status import serve_readers
 from flows.settings import code_version
 from flows.stage_names import STAGE_ORDER
 from flows.workspace import Workspace
 from schemas.config import Config
 from schemas.protocols import JudgeInput, PaintRequest
-from schemas.rows import Prompt, Run, Trajectory
+from schemas.rows import Prompt, Trajectory
 from synthesis.circuit_breaker import configure_breakers
 from warehouse import pending
-from warehouse.export import previous_version
+from warehouse.export import previous_version, version_folder
 from warehouse.store import Warehouse
 
 
@@ -187,17 +186,17 @@ def regenerate(
     configure_breakers(config.breaker_threshold, config.breaker_cooldown_s)
     selected = [stage for stage in STAGE_ORDER if stages is None or stage in stages]
     workspace = Workspace(config.workdir).create()
-    run = Run(
-        id=uuid.uuid4().hex[:24],
-        started_at=datetime.now(UTC),
-        status="running",
-        command=command,
-        config_fingerprint=config.fingerprint(),
-        code_version=code_version(),
-    )
     counts: dict[str, dict[str, float]] = {}
     with Warehouse(workspace.database) as warehouse, serve_readers(warehouse, workspace.root):
-        warehouse.replace(run)
+        ledger = RunLedger.start(
+            warehouse,
+            run_id=uuid.uuid4().hex[:24],
+            command=command,
+            config_fingerprint=config.fingerprint(),
+            code_version=code_version(),
+            workdir=workspace.root,
+        )
+        run = ledger.run
         try:
             for stage in selected:
                 started = time.perf_counter()
@@ -205,21 +204,17 @@ def regenerate(
                 counts[stage]["seconds"] = round(time.perf_counter() - started, 3)
                 if counts[stage].get("stopped"):
                     break  # a fatal error or an open breaker: later stages would work on a partial stage
-        except BaseException:
-            _finish(warehouse, run, "failed", counts)
+        except BaseException as error:
+            ledger.finish(finish_status(error), counts)
             raise
         stopped = any(stage_counts.get("stopped") for stage_counts in counts.values())
-        _finish(warehouse, run, "failed" if stopped else "completed", counts)
+        ledger.finish("failed" if stopped else "completed", counts)
         version = previous_version(warehouse) if counts.get("export", {}).get("rows_written") else None
     return {
         "run_id": run.id,
         "counts": counts,
-        "version": version.model_dump(mode="json", include={"id", "sft_rows", "rl_rows", "path"})
+        "version": version.model_dump(mode="json", include={"id", "sft_rows", "rl_rows"})
+        | {"path": str(version_folder(workspace.root, version))}
         if version
         else None,
     }
-
-
-def _finish(warehouse: Warehouse, run: Run, status: str, counts: dict[str, dict[str, float]]) -> None:
-    update = {"status": status, "finished_at": datetime.now(UTC), "counts_json": json.dumps(counts)}
-    warehouse.replace(run.model_copy(update=update))

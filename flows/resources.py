@@ -234,6 +234,7 @@ class Resources:
             from diffusers.utils import logging as diffusers_logging
             from transformers.utils import logging as transformers_logging
 
+            from synthesis.hub_weights import download_pipeline, is_hub_id
             from synthesis.painter import DiffusersPainter
 
             # CLIP-sized text encoders truncate long grounded prompts; that is expected, not news per row.
@@ -247,6 +248,8 @@ class Resources:
                 from synthesis.tiny_pipeline import build_tiny_pipeline
 
                 model = str(build_tiny_pipeline(self.workspace.models / "tiny-sd"))
+            elif is_hub_id(model):  # a first download shows its progress; then the cached snapshot loads
+                model = download_pipeline(model, config.painter.revision)
             return DiffusersPainter(
                 config.painter, model, blobs=self.blobs, fingerprint=config.painter_fingerprint()
             )

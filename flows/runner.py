@@ -74,14 +74,17 @@ def batch_resources(config: Config, task_name: str) -> Iterator[None]:
 def run_regenerate(
     config: Config, stages: list[str] | None = None, *, show_progress: bool = False, command: str = "run"
 ) -> dict[str, Any]:
-    configure_prefect(config.workdir)
+    configure_prefect(config.workdir, hub_offline=config.hub.offline)
     from flows import progress
+    from flows.prefect_server import prefect_api_for_command
     from flows.regenerate import regenerate
 
-    flow = regenerate.with_options(task_runner=task_runner_for(config))
     # an absolute work dir: Ray workers (other processes, maybe other machines) write blobs there
     payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
-    with work_lock(Path(config.workdir), command):
+    # a temporary Prefect server (no PREFECT_API_URL) lives exactly as long as this call; started
+    # before the task runner so Ray workers report to it
+    with work_lock(Path(config.workdir), command), prefect_api_for_command(config.workdir):
+        flow = regenerate.with_options(task_runner=task_runner_for(config))
         if not show_progress:
             return flow(payload, stages, command)
         with progress.RichProgress() as reporter:

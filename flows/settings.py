@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
 
-def configure_prefect(workdir: Path) -> None:
-    """Keep Prefect's state inside the work directory and its telemetry off (no DNS look-ups)."""
+def configure_prefect(workdir: Path, *, hub_offline: bool = False) -> None:
+    """Keep Prefect's state inside the work directory and its telemetry off (no DNS look-ups); the
+    Hugging Face Hub stays reachable unless the user asked otherwise (`configure_hub`)."""
     if "PREFECT_HOME" not in os.environ:
         home = Path(workdir).resolve() / ".prefect"
         home.mkdir(parents=True, exist_ok=True)
@@ -20,8 +22,20 @@ def configure_prefect(workdir: Path) -> None:
     # the temporary server's first start sets up its database: slow on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    configure_hub(offline=hub_offline)
+
+
+def configure_hub(*, offline: bool) -> None:
+    """Offline only where the user wants it: HF_HUB_OFFLINE set in the environment (kept as it is),
+    or `hub.offline = true` in the config (sets it for this process and its workers). The offline
+    default needs no Hub: the tiny painter loads its local folder with local_files_only."""
+    if not offline:
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")  # read once at import: update it too
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
 
 
 @cache

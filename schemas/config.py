@@ -196,6 +196,13 @@ class HubConfig(Section):
     private: bool = False
     endpoint_env: str = "HF_ENDPOINT"
     token_env: str = "HF_TOKEN"
+    # Added later; left out of dumps (and fingerprints) at its default.
+    offline: bool = Field(
+        False,
+        exclude_if=lambda value: value is False,
+        description="true: no Hugging Face Hub calls in this run (HF_HUB_OFFLINE=1); the user's own "
+        "HF_HUB_OFFLINE is honoured either way",
+    )
 
 
 class Config(Section):

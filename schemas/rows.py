@@ -269,13 +269,23 @@ class Failure(Row):
 
 
 class Run(Row):
+    """A run's ledger (flows/ledger.py): written when it starts, after every batch, and when it ends.
+    `killed`: its process died (SIGKILL, power loss) or was stopped (SIGTERM, Ctrl-C) mid-run."""
+
     started_at: datetime
     finished_at: datetime | None = None
-    status: Literal["running", "completed", "failed"]
+    status: Literal["running", "completed", "failed", "killed"]
     command: str
     config_fingerprint: str
     code_version: str
     counts_json: str = "{}"
+    # the process that owns a running run, so the next command can tell whether it is still alive
+    pid: int = 0
+    host: str = ""
+    process_started: int = 0  # the process's start time in clock ticks since boot (Linux), 0 = unknown
+    usage_json: str = "{}"  # LLM role -> summed usage (calls, tokens, cost_usd, ...), updated after each batch
+    cost_usd: float = 0.0  # the sum of usage_json's cost_usd, updated after each batch
+    batches: int = 0  # batches written so far
 
 
 class Version(Row):
@@ -287,5 +297,5 @@ class Version(Row):
     rl_rows: int
     config_fingerprint: str
     code_version: str
-    path: str
+    path: str  # the version folder relative to the work directory ("exports/v3"); absolute before schema 2
     manifest_json: str

@@ -17,7 +17,7 @@ import yaml
 
 from schemas.config import Config
 from tests.test_export_helpers import CURATOR, curated  # noqa: F401  (fixture)
-from warehouse.export import export_version
+from warehouse.export import export_version, version_folder
 from warehouse.formats import FormatReport, export_llamafactory, export_rllm, sharegpt_messages
 
 SHAREGPT_INFO = {
@@ -41,7 +41,7 @@ def _version(curated, tmp_path, config: Config | None = None) -> Path:  # noqa: 
     version = export_version(
         warehouse, blobs, tmp_path / "exports", config or Config(), curator=CURATOR, code_version="t"
     )
-    return Path(version.path)
+    return version_folder(warehouse.path.parent, version)
 
 
 def _moved(folder: Path, tmp_path: Path) -> Path:

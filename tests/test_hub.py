@@ -16,7 +16,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from schemas.config import Config, ExportConfig
 from tests.servers.hub_server import run_hub_server
 from tests.test_export_helpers import CURATOR, add_samples, curated  # noqa: F401  (fixture)
-from warehouse.export import export_version
+from warehouse.export import export_version, version_folder
 from warehouse.hub import PushError, push_version
 
 TOKEN = "hf_test_secret_token_0123456789"
@@ -40,7 +40,7 @@ def v1(curated, tmp_path) -> Path:  # noqa: F811
     version = export_version(
         warehouse, blobs, tmp_path / "exports", Config(), curator=CURATOR, code_version="t"
     )
-    return Path(version.path)
+    return version_folder(warehouse.path.parent, version)
 
 
 def push(folder: Path, endpoint: str, **kwargs):
@@ -124,12 +124,12 @@ def test_second_version_replaces_stale_shards_and_keeps_the_first_tag(hub, curat
     warehouse, blobs = curated
     small = Config(export=ExportConfig(max_shard_bytes=1024))
     first = export_version(warehouse, blobs, tmp_path / "exports", small, curator=CURATOR, code_version="t")
-    push(Path(first.path), endpoint)
+    push(version_folder(tmp_path, first), endpoint)
     add_samples(warehouse, blobs, 12, 14)
     second = export_version(
         warehouse, blobs, tmp_path / "exports", Config(), curator=CURATOR, code_version="t"
     )
-    report = push(Path(second.path), endpoint)
+    report = push(version_folder(tmp_path, second), endpoint)
     assert report.deleted and all(p.startswith("data/") for p in report.deleted)
     v1_files, v2_files = remote_files(endpoint, "v1"), remote_files(endpoint, "v2")
     assert len([p for p in v1_files if p.startswith("data/sft-")]) > 1

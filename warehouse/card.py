@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from warehouse.grounding_stats import HEADERS as GROUNDING_HEADERS
+from warehouse.grounding_stats import grounding_by_split
 from warehouse.parquet_shards import RL_FEATURES, SFT_FEATURES, features_yaml
 from warehouse.store import Warehouse
 
@@ -56,6 +58,8 @@ class CardFacts:
     topic_sources: list[tuple[str, str, int]] = field(default_factory=list)  # (source, license, topics)
     reference_hosts: list[tuple[str, int]] = field(default_factory=list)
     painters: list[tuple[str, int]] = field(default_factory=list)  # (model, images)
+    # (split, rows, mean, rows per grounding bin..., unscored, facts, found): warehouse.grounding_stats
+    grounding: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def _all(warehouse: Warehouse, sql: str, parameters: list[Any]) -> list[tuple[Any, ...]]:
@@ -149,6 +153,7 @@ def card_facts(
         topic_sources=[tuple(r) for r in topic_sources],
         reference_hosts=[tuple(r) for r in reference_hosts],
         painters=[tuple(r) for r in painters],
+        grounding=grounding_by_split(warehouse, curator),
     )
 
 
@@ -269,6 +274,9 @@ def render_card(facts: CardFacts) -> str:
         code_version=facts.code_version,
         how_to_load=how_to_load(facts),
         funnel_table=_table(["step", "stage", "outcome", "rows"], facts.funnel),
+        grounding_table=_table(["split", *GROUNDING_HEADERS], facts.grounding)
+        if facts.grounding
+        else "No grounding scores in this warehouse (judged before the scores existed).",
         category_table=_table(
             ["category", "sft", "rl"],
             [*facts.categories, ("total", facts.sft_rows, facts.rl_rows)],

@@ -42,6 +42,21 @@ class ExportError(GroundgenError):
     """An export cannot be made as asked (version exists, bad version name)."""
 
 
+def version_folder(workdir: Path | str, version: Version) -> Path:
+    """Where version `version` lies: `Version.path` is relative to the work directory (the folder of
+    `warehouse.duckdb`), so a copied or moved work directory finds its own exports."""
+    path = Path(version.path)
+    return path if path.is_absolute() else Path(workdir) / path
+
+
+def _stored_path(folder: Path, workdir: Path) -> str:
+    """`folder` relative to the work directory when it lies inside it (always, for `groundgen export`)."""
+    try:
+        return folder.resolve().relative_to(workdir.resolve()).as_posix()
+    except ValueError:
+        return str(folder.resolve())
+
+
 def previous_version(warehouse: Warehouse) -> Version | None:
     versions = warehouse.rows(Version, order_by="created_at, id")
     return versions[-1] if versions else None
@@ -89,7 +104,9 @@ def export_version(
     parent = previous_version(warehouse)
     existing = sorted(warehouse.ids(Version))
     name = version or next_version_name(existing, config.export)
-    if name in existing:
+    # export.semver names the version: a re-export of unchanged data gives that version back
+    same_semver = version is None and config.export.version_scheme == "semver" and name in existing
+    if name in existing and not same_semver:
         raise ExportError(f"version {name} already exists; export a new version instead")
     if "/" in name or name.startswith("."):
         raise ExportError(f"invalid version name {name!r}")
@@ -132,6 +149,14 @@ def export_version(
             parent_ids=manifest_ids(parent.manifest_json if parent else ""),
             files=[*written["sft"].shards, *written["rl"].shards, card_file],
         )
+        if same_semver:
+            shutil.rmtree(temp)
+            (named,) = warehouse.rows(Version, "id = ?", [name])
+            if _same_data(manifest, named):
+                return named
+            raise ExportError(
+                f"version {name} already exists with other data; set export.semver to a new version"
+            )
         if skip_unchanged and version is None and parent is not None and _same_data(manifest, parent):
             shutil.rmtree(temp)
             return parent
@@ -153,7 +178,7 @@ def export_version(
         rl_rows=len(written["rl"].ids),
         config_fingerprint=config.fingerprint(),
         code_version=code_version,
-        path=str(final),
+        path=_stored_path(final, warehouse.path.parent),
         manifest_json=manifest_text,
     )
     warehouse.insert([row])

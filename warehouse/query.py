@@ -223,15 +223,26 @@ def summarize_counts(counts_json: str | None) -> str:
     return ", ".join(parts) + (f"; {failures} failures" if failures else "")
 
 
+def _optional_status_queries() -> dict[str, str]:
+    """Tables `status` shows when the warehouse has what they need (a warehouse written before the
+    judgement scores existed and not migrated yet has no grounding column: the table is left out)."""
+    from warehouse.grounding_stats import GROUNDING_BY_VERSION_SQL
+
+    return {"grounding per version (share of gen_prompt facts found by the tools)": GROUNDING_BY_VERSION_SQL}
+
+
 def status_tables(database: Path, *, timeout: float = DEFAULT_QUERY_TIMEOUT) -> list:
     from rich.table import Table
 
     tables = []
+    optional = _optional_status_queries()
     with WarehouseReader(database, timeout=timeout) as reader:
-        for title, query in STATUS_QUERIES.items():
+        for title, query in {**STATUS_QUERIES, **optional}.items():
             try:
                 result = reader.table(query)
             except QueryError as error:
+                if title in optional:
+                    continue
                 raise QueryError(f"status query failed: {error}") from error
             table = Table(title=title, show_edge=False)
             for name in result.column_names:
