@@ -40,6 +40,7 @@ def test_export_layout_counts_and_version_row(curated, tmp_path):  # noqa: F811
         "README.md",
         "data/rl-00000-of-00001.parquet",
         "data/sft-00000-of-00001.parquet",
+        "funnel.png",
         "manifest.json",
     ]
     assert [p.name for p in (tmp_path / "exports").iterdir()] == ["v1"]  # no temp folder left

@@ -58,6 +58,7 @@ class CardFacts:
     topic_sources: list[tuple[str, str, int]] = field(default_factory=list)  # (source, license, topics)
     reference_hosts: list[tuple[str, int]] = field(default_factory=list)
     painters: list[tuple[str, int]] = field(default_factory=list)  # (model, images)
+    summary: list[tuple[str, str]] = field(default_factory=list)  # (what, value): card_summary
     # (split, rows, mean, rows per grounding bin..., unscored, facts, found): warehouse.grounding_stats
     grounding: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -153,8 +154,57 @@ def card_facts(
         topic_sources=[tuple(r) for r in topic_sources],
         reference_hosts=[tuple(r) for r in reference_hosts],
         painters=[tuple(r) for r in painters],
+        summary=card_summary(warehouse, curator, sft_rows, rl_rows),
         grounding=grounding_by_split(warehouse, curator),
     )
+
+
+FUNNEL_FIGURE = "funnel.png"  # beside README.md in the version folder, so the Hub shows it
+
+
+def card_summary(warehouse: Warehouse, curator: str, sft_rows: int, rl_rows: int) -> list[tuple[str, str]]:
+    """A short table: rows, what curation dropped and why, failures, model usage and cost, time."""
+    from warehouse import report_data
+
+    dropped = _all(
+        warehouse,
+        "SELECT coalesce(nullif(reason, ''), 'unknown'), count(*) FROM samples WHERE curator = ? "
+        "AND status = 'dropped' GROUP BY 1 ORDER BY 2 DESC, 1",
+        [curator],
+    )
+    everything = report_data.ReportScope("warehouse")
+    usage = report_data.model_usage(warehouse, everything)
+    timings = report_data.stage_timings(warehouse, everything)
+    failed = _all(warehouse, "SELECT count(DISTINCT (stage, row_id)) FROM failures", [])[0][0]
+    reasons = ", ".join(f"{reason} {rows}" for reason, rows in dropped[:5])
+    return [
+        ("rows (sft / rl)", f"{sft_rows} / {rl_rows}"),
+        ("dropped by curation", f"{sum(rows for _, rows in dropped)}" + (f" ({reasons})" if reasons else "")),
+        ("rows that failed a stage (distinct, all runs)", str(failed)),
+        (
+            "model calls (cached)",
+            f"{sum(r['calls'] for r in usage)} ({sum(r['cached_calls'] for r in usage)})",
+        ),
+        (
+            "tokens (prompt / completion)",
+            f"{sum(r['prompt_tokens'] for r in usage)} / {sum(r['completion_tokens'] for r in usage)}",
+        ),
+        ("model cost (USD, all runs)", f"{sum(r['cost_usd'] for r in usage):.4f}"),
+        ("stage time (s, all runs)", f"{sum(r['seconds'] for r in timings):.1f}"),
+    ]
+
+
+def write_funnel_figure(facts: CardFacts, folder: Path) -> Path:
+    """The funnel as a PNG beside the card (`FUNNEL_FIGURE`); same facts, same bytes."""
+    from warehouse.report_charts import write_funnel_png
+
+    path = folder / FUNNEL_FIGURE
+    rows = [
+        {"step": step, "stage": stage, "outcome": outcome, "rows": n}
+        for step, stage, outcome, n in facts.funnel
+    ]
+    write_funnel_png(rows, path)
+    return path
 
 
 def size_category(rows: int) -> str:
@@ -274,9 +324,11 @@ def render_card(facts: CardFacts) -> str:
         code_version=facts.code_version,
         how_to_load=how_to_load(facts),
         funnel_table=_table(["step", "stage", "outcome", "rows"], facts.funnel),
+        summary_table=_table(["", ""], facts.summary),
         grounding_table=_table(["split", *GROUNDING_HEADERS], facts.grounding)
         if facts.grounding
         else "No grounding scores in this warehouse (judged before the scores existed).",
+        funnel_figure=f"![Rows per stage and outcome]({FUNNEL_FIGURE})",
         category_table=_table(
             ["category", "sft", "rl"],
             [*facts.categories, ("total", facts.sft_rows, facts.rl_rows)],

@@ -22,7 +22,7 @@ from schemas.config import Config, ExportConfig
 from schemas.errors import GroundgenError
 from schemas.rows import Version, utc_now
 from warehouse.blobs import BlobStore
-from warehouse.card import card_facts, render_card
+from warehouse.card import card_facts, render_card, write_funnel_figure
 from warehouse.manifest import (
     ShardFile,
     build_manifest,
@@ -138,6 +138,8 @@ def export_version(
         card_path = temp / "README.md"
         card_path.write_text(render_card(facts), encoding="utf-8")
         card_file = ShardFile("README.md", "", 0, card_path.stat().st_size, file_sha256(card_path))
+        funnel_path = write_funnel_figure(facts, temp)
+        funnel_file = ShardFile(funnel_path.name, "", 0, funnel_path.stat().st_size, file_sha256(funnel_path))
 
         manifest = build_manifest(
             version=name,
@@ -147,7 +149,7 @@ def export_version(
             code_version=code_version,
             ids={key: value.ids for key, value in written.items()},
             parent_ids=manifest_ids(parent.manifest_json if parent else ""),
-            files=[*written["sft"].shards, *written["rl"].shards, card_file],
+            files=[*written["sft"].shards, *written["rl"].shards, card_file, funnel_file],
         )
         if same_semver:
             shutil.rmtree(temp)
