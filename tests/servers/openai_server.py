@@ -266,6 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:
+        server = self.scripted
+        if server.record and not server.down:
+            request = RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()})
+            with server._lock:
+                server.requests.append(request)
         if self._refused():
             return
         models = self.scripted.models
