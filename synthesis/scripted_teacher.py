@@ -53,6 +53,10 @@ _SUBJECT_LEAD = re.compile(
     r"next|who|whose|while|to|for|by)\b|\s*$)"
 )
 _PARENTHESES = re.compile(r"\([^()]*\)")
+# a sentence split after an initial or a common abbreviation ("C.N. Yang", "T. E. Lawrence", "St. Paul")
+_ABBREVIATION_END = re.compile(
+    r"(?:\b[A-Z]|\b(?:St|Dr|Mr|Mrs|Ms|Jr|Sr|Prof|Gen|Mt|No|Vol|ca|c|vs|e\.g|i\.e))\.$"
+)
 _PROSE_END = re.compile(r"[.!?][\"'’”)\]]?$")
 
 
@@ -95,7 +99,11 @@ def prose_sentences(text: str) -> list[str]:
             continue
         if len(line.split()) < MIN_PROSE_WORDS or not _PROSE_END.search(line):
             continue
-        sentences.extend(sentence for sentence in split_sentences(line) if sentence)
+        for sentence in split_sentences(line):
+            if sentences and _ABBREVIATION_END.search(sentences[-1]) and sentences[-1] in line:
+                sentences[-1] = f"{sentences[-1]} {sentence}"
+            else:
+                sentences.append(sentence)
     return sentences
 
 

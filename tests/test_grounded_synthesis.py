@@ -359,6 +359,12 @@ def test_subject_and_prose_helpers():
     assert not names_subject("Gravel, small crumbled stones, texture", "Stefan Banach")
     assert not names_subject("Stefan Zweig", "Stefan Banach")
     assert names_subject("A harrow in a field", "Harrow (tool)")
+    assert prose_sentences(
+        "Yang Chen-Ning also known as C.N. Yang is a physicist. He met T. E. Lawrence in St. Ives in 1926."
+    ) == [
+        "Yang Chen-Ning also known as C.N. Yang is a physicist.",
+        "He met T. E. Lawrence in St. Ives in 1926.",
+    ]
     assert prose_sentences(CORPUS[0]["text"]) == [
         "Stefan Banach was a Polish mathematician who is generally considered one of the 20th century's most "
         "important mathematicians.",
