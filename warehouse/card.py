@@ -201,7 +201,7 @@ def write_funnel_figure(facts: CardFacts, folder: Path) -> Path:
     path = folder / FUNNEL_FIGURE
     rows = [
         {"step": step, "stage": stage, "outcome": outcome, "rows": n}
-        for step, stage, outcome, n in facts.funnel
+        for step, stage, outcome, n in sorted(facts.funnel, key=lambda r: (r[0], -r[3], r[2]))
     ]
     write_funnel_png(rows, path)
     return path
@@ -249,7 +249,8 @@ def yaml_header(facts: CardFacts) -> str:
 
 
 def _cell(text: Any) -> str:
-    value = str(text).replace("\n", " ").replace("|", "\\|")
+    # model output and warehouse strings are text, never markup the Hub would render
+    value = str(text).replace("\n", " ").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
     return value if len(value) <= EXAMPLE_CHARS else value[: EXAMPLE_CHARS - 1] + "…"
 
 
