@@ -166,6 +166,12 @@ def _print_run_summary(config: Config, result: dict) -> None:
         from flows.run_outcome import no_version_reason
 
         console.print(no_version_reason(result["counts"]))
+    if "images" in result["counts"]:
+        from flows.painter_summary import truncation_note
+
+        note = truncation_note(Workspace(config.workdir).database, config.painter_fingerprint())
+        if note:
+            console.print(note)
     console.print(f"warehouse: {Workspace(config.workdir).database}")
 
 

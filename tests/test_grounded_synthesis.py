@@ -449,3 +449,33 @@ def test_tiny_painter_counts_truncated_tokens_and_warns_once(tmp_path, caplog):
         "images.prompt_tokens_truncated; this warning is shown once per run."
     ]
     assert not [w for w in warnings if "can only handle sequences up to" in w]
+
+
+def test_run_summary_line_counts_truncated_ground_truths(tmp_path):
+    from flows.painter_summary import truncation_note
+    from schemas.rows import Image
+    from warehouse.store import Warehouse
+
+    def image(index: int, cut: int, painter: str = "a1b2") -> Image:
+        return Image(
+            id=f"i{index}",
+            kind="ground_truth",
+            sha256=f"{index:064x}",
+            width=64,
+            height=64,
+            format="PNG",
+            phash="0" * 16,
+            trajectory_id=f"t{index}",
+            painter=painter,
+            prompt_tokens_truncated=cut,
+        )
+
+    database = tmp_path / "warehouse.duckdb"
+    with Warehouse(database) as warehouse:
+        warehouse.insert([image(1, 0), image(2, 12), image(3, 40), image(4, 99, painter="other")])
+    assert truncation_note(database, "a1b2") == (
+        "painter: 2 of 3 ground-truth images were painted from a gen_prompt cut by the text encoder's length "
+        "limit (up to 40 tokens dropped; per image in images.prompt_tokens_truncated)"
+    )
+    assert truncation_note(database, "ffff") == ""  # nothing painted by this painter
+    assert truncation_note(database, "x' OR 1=1 --") == ""
