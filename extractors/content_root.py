@@ -26,6 +26,7 @@ MIN_SIBLING_SCORE = 10
 MIN_SIBLING_PARAGRAPH_CHARS = 80
 LEAD_TAGS = frozenset({"h1", "h2", "h3", "figure", "time"})
 MAX_LEAD_CHARS = 300
+PARTS_SHARE = 0.9  # read only the body's parts when they hold this share of the article's text
 COMMENT_NAMES = re.compile(r"(?:^|[\s_\-])comments?(?:$|[\s_\-])", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
 
@@ -118,24 +119,34 @@ class ContentRoot:
     holder: etree._Element | None = None
 
 
-def _holder_with_siblings(holder: etree._Element, scores: dict[etree._Element, float]) -> ContentRoot:
-    parent = holder.getparent()
-    if parent is None:
-        return ContentRoot(holder, False, holder=holder)
-    threshold = max(MIN_SIBLING_SCORE, scores[holder] * SIBLING_SHARE)
-    parts: list[etree._Element] = []
-    before_holder = True
-    for child in parent:
-        if child is holder:
-            before_holder = False
-        if (
-            child is holder
-            or scores.get(child, 0.0) >= threshold
-            or (tag_of(child) == "p" and _length(child.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS)
-            or (before_holder and _is_lead(child))
-        ):
-            parts.append(child)
-    return ContentRoot(parent, False, parts, holder)
+def body_parts(
+    holder: etree._Element, top: etree._Element, scores: dict[etree._Element, float]
+) -> list[etree._Element]:
+    """The holder, and at each level from it up to `top`: the siblings that hold body text too (a
+    body split around an advert) and, before it, the article's lead (headline, byline, figure).
+    What follows the body without being body text (tags, author boxes, teasers) is left out."""
+    threshold = max(MIN_SIBLING_SCORE, scores.get(holder, 0.0) * SIBLING_SHARE)
+    parts = [holder]
+    child = holder
+    while child is not top:
+        parent = child.getparent()
+        if parent is None:
+            break
+        before: list[etree._Element] = []
+        after: list[etree._Element] = []
+        seen = False
+        for sibling in parent:
+            if sibling is child:
+                seen = True
+                continue
+            keep = scores.get(sibling, 0.0) >= threshold or (
+                tag_of(sibling) == "p" and _length(sibling.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS
+            )
+            if keep or (not seen and _is_lead(sibling)):
+                (after if seen else before).append(sibling)
+        parts = [*before, *parts, *after]
+        child = parent
+    return parts
 
 
 def _is_lead(element: etree._Element) -> bool:
@@ -164,7 +175,12 @@ def choose_root(document: etree._Element) -> ContentRoot:
         if element is body:
             break
         if _is_content_section(element):
+            parts = body_parts(holder, element, scores)
+            whole = paragraph_chars(element)
+            if sum(paragraph_chars(part) for part in parts) >= whole * PARTS_SHARE:
+                return ContentRoot(element, True, parts, holder)
             return ContentRoot(element, True, holder=holder)
-    if holder is body:
+    parent = holder.getparent()
+    if holder is body or parent is None:
         return ContentRoot(body, False, holder=holder)
-    return _holder_with_siblings(holder, scores)
+    return ContentRoot(parent, False, body_parts(holder, parent, scores), holder)
