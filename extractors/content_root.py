@@ -63,24 +63,26 @@ def _own_chars(element: etree._Element) -> int:
 def holder_scores(body: etree._Element) -> dict[etree._Element, float]:
     """Each element that holds paragraph text, scored with it (and half its children's). Text inside
     hard boilerplate (hidden, navigation, comments, consent banners...) does not count; text under a
-    boilerplate class/id hint counts at `HINTED_WEIGHT`."""
+    boilerplate class/id hint, or in an article inside an article (teasers of other posts), counts
+    at `HINTED_WEIGHT`."""
     scores: dict[etree._Element, float] = {}
-    stack: list[tuple[etree._Element, float]] = [(child, 1.0) for child in reversed(body)]
+    stack: list[tuple[etree._Element, float, bool]] = [(child, 1.0, False) for child in reversed(body)]
     while stack:
-        element, weight = stack.pop()
+        element, weight, in_article = stack.pop()
         tag = tag_of(element)
         kind = boilerplate_kind(element, in_article=True)
         if kind == "hard" or (tag == "article" and not _is_content_section(element)):
             continue
-        if kind == "hint":
+        if kind == "hint" or (tag == "article" and in_article):
             weight = HINTED_WEIGHT
+        in_article = in_article or tag == "article"
         if tag in PARAGRAPH_TAGS:
             chars = _own_chars(element)
             holder = element.getparent()
             if chars < MIN_PARAGRAPH_CHARS or holder is None:
                 continue
         else:
-            stack.extend((child, weight) for child in reversed(element))
+            stack.extend((child, weight, in_article) for child in reversed(element))
             if tag not in DIRECT_TEXT_TAGS:
                 continue
             chars = _direct_text_chars(element)
