@@ -127,6 +127,8 @@ def curate(
             raise ValueError(f"trajectory {candidate.id} was already kept; curate only pending ones")
 
     filters = curation_filters(state, config)
+    # every candidate's perceptual neighbours in one vectorised pass; answers stay the sequential ones
+    state.phash_index.prefetch([c.image.phash for c in ordered if c.image is not None])
     assigner = SplitAssigner(sizes.sft, sizes.rl, state.split_counts)
     samples: list[Sample] = []
     for candidate in ordered:

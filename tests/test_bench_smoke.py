@@ -40,3 +40,15 @@ def test_extraction_bench_prints_f1_for_both_extractors():
     assert re.search(r"^trafilatura +\d\.\d{3}", output, re.M) or "skipped the public" in output
     assert re.search(r"^relevant_passages \(4,000 chars\) +\d\.\d{3}", output, re.M) or "skipped" in output
     assert re.search(r"^groundgen +1\.000 +0\.000$", output, re.M), output
+
+
+def test_dedup_bench_prints_exactness_and_recall_beside_its_peers():
+    output = run_bench("bench.dedup", "--quick", timeout=600)
+    assert output.count("identical to brute force: True") == 2, output
+    assert re.search(r"ours recall 1\.0000|ours recall 0\.99\d\d", output), output
+
+
+def test_push_bench_prints_the_ratio_against_a_raw_put():
+    output = run_bench("bench.push", "--gigabytes", "0.02", "--shard-mib", "8", "--chunk-mib", "4")
+    assert re.search(r"throughput ratio \(push / raw PUT\): \d+\.\d{3}", output), output
+    assert re.search(r"push peak RSS: \d+ MiB", output), output
