@@ -133,3 +133,16 @@ def quality_filters(config: CurationConfig) -> list[Filter]:
         ReferenceIrrelevantFilter(),
     ]
     return filters
+
+
+QUALITY_REASONS = (PROTOCOL_REPAIR, EMPTY_THINKING, UNGROUNDED_FACTS, SUBJECT_MISMATCH, REFERENCE_IRRELEVANT)
+
+
+def rule_hits(candidate: Candidate, config: CurationConfig) -> list[str]:
+    """Every quality rule that drops or limits `candidate`, each checked on its own (not first-drop)."""
+    hits = []
+    for rule in quality_filters(config):
+        decision = rule.check(candidate)
+        if not decision.keep or decision.limited:
+            hits.append(decision.reason)
+    return hits

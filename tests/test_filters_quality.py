@@ -329,3 +329,30 @@ def test_curate_sends_limited_rows_to_rl_and_drops_them_when_rl_is_full() -> Non
         ("traj006", "kept", "rl", ""),
         ("traj007", "dropped", "", "rule_protocol_repair"),  # SFT has room, but not for this row
     ]
+
+
+# --- the hand-labelled sample of bench/quality.py ----------------------------------------------------
+
+
+def test_the_labelled_sample_is_complete_and_says_how_it_was_labelled() -> None:
+    from bench.quality import LABEL_OF, load_labels
+
+    header, rows = load_labels()
+    assert any("How I labelled" in line for line in header)
+    assert len(rows) == 50 and len({row["trajectory"]["id"] for row in rows}) == 50
+    for row in rows:
+        assert set(row["labels"]) == set(LABEL_OF.values())
+        Trajectory.model_validate(row["trajectory"])
+
+
+def test_rules_on_the_labelled_sample_flag_only_labelled_rows() -> None:
+    from bench.quality import labelled_precision
+
+    table = {
+        reason: (flagged, true, false, missed)
+        for reason, flagged, true, false, missed in labelled_precision(CurationConfig())
+    }
+    assert table["rule_subject_mismatch"][0] > 0 and table["rule_reference_irrelevant"][0] > 0
+    for reason, (flagged, true, false, missed) in table.items():
+        assert false <= 0.1 * max(flagged, 1), reason  # precision >= 0.9
+        assert missed <= 0.1 * max(true + missed, 1), reason  # recall >= 0.9
