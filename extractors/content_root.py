@@ -28,11 +28,14 @@ LEAD_TAGS = frozenset({"h1", "h2", "h3", "figure", "time"})
 MAX_LEAD_CHARS = 300
 PARTS_SHARE = 0.9  # read only the body's parts when they hold this share of the article's text
 COMMENT_NAMES = re.compile(r"(?:^|[\s_\-])comments?(?:$|[\s_\-])", re.IGNORECASE)
-_SPACE = re.compile(r"\s+")
 
 
 def _length(text: str | None) -> int:
-    return len(_SPACE.sub(" ", text).strip()) if text else 0
+    """Characters of `text` with its whitespace runs counted as one space."""
+    if not text:
+        return 0
+    words = text.split()
+    return sum(map(len, words)) + len(words) - 1 if words else 0
 
 
 def _direct_text_chars(element: etree._Element) -> int:
