@@ -25,8 +25,9 @@ SIBLING_SHARE = 0.2
 MIN_SIBLING_SCORE = 10
 MIN_SIBLING_PARAGRAPH_CHARS = 80
 LEAD_TAGS = frozenset({"h1", "h2", "h3", "figure", "time"})
-MAX_LEAD_CHARS = 300
+MAX_LEAD_CHARS = 150
 PARTS_SHARE = 0.9  # read only the body's parts when they hold this share of the article's text
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 COMMENT_NAMES = re.compile(r"(?:^|[\s_\-])comments?(?:$|[\s_\-])", re.IGNORECASE)
 
 
@@ -155,12 +156,16 @@ def body_parts(
 
 
 def _is_lead(element: etree._Element) -> bool:
-    """What stands before an article's body: its headline, byline and date line, lead figure."""
+    """What stands before an article's body: its headline, lead figure, and a short line with a
+    date in it (the byline and date line); not kickers, share bars or "Image 1 of 5"."""
     tag = tag_of(element)
     if tag in LEAD_TAGS:
         return True
-    text = _length(element.text_content())
+    content = element.text_content()
+    text = _length(content)
     if not text or text > MAX_LEAD_CHARS:
+        return False
+    if element.find(".//time") is None and not _YEAR.search(content):
         return False
     link_chars = sum(_length(link.text_content()) for link in element.iter("a"))
     return link_chars * 2 < text
