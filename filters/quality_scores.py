@@ -28,9 +28,19 @@ class QualityScores:
     evidence: list[Evidence]
 
 
-def quality_scores(trajectory: Trajectory, task_prompt: str, subjects: Sequence[str]) -> QualityScores:
-    """Evidence rows and the text scores of one answered trajectory (pure)."""
-    rows = evidence_for(trajectory, task_prompt, subject_aliases(subjects))
+def quality_scores(
+    trajectory: Trajectory,
+    task_prompt: str,
+    subjects: Sequence[str],
+    evidence: Sequence[Evidence] | None = None,
+) -> QualityScores:
+    """Evidence rows and the text scores of one answered trajectory (pure). `evidence` replaces the
+    deterministic extractor's rows (the LLM claim extractor's, `filters.claim_extractor`)."""
+    rows = (
+        list(evidence)
+        if evidence is not None
+        else evidence_for(trajectory, task_prompt, subject_aliases(subjects))
+    )
     return QualityScores(
         grounding=grounding(rows),
         facts=len(rows),
@@ -56,9 +66,10 @@ def score_judgement(
     task_prompt: str,
     subjects: Sequence[str],
     image: bytes | None = None,
+    evidence: Sequence[Evidence] | None = None,
 ) -> tuple[Judgement, list[Evidence]]:
     """`judgement` with its deterministic scores filled in, and the evidence rows behind them."""
-    scores = quality_scores(trajectory, task_prompt, subjects)
+    scores = quality_scores(trajectory, task_prompt, subjects, evidence)
     filled = judgement.model_copy(
         update={
             "grounding": scores.grounding,

@@ -223,6 +223,19 @@ class Resources:
 
         return self._once("judge", build)
 
+    def claim_extractor(self) -> Any:
+        """The LLM claim extractor when `[llm.claims]` is configured, else None (deterministic facts)."""
+        endpoint = self.config.llm.claims
+        if endpoint is None:
+            return None
+
+        def build() -> Any:
+            from filters.claim_extractor import LLMClaimExtractor
+
+            return LLMClaimExtractor(endpoint, cache=self.response_cache(endpoint))
+
+        return self._once("claims", build)
+
     def painter(self) -> Any:
         config = self.config
 

@@ -144,17 +144,26 @@ def _blob_or_none(blobs: Any, sha256: str) -> bytes | None:
 def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchResult:
     """The configured judge's verdict, plus the deterministic scores and the evidence rows behind them."""
     from filters.quality_scores import score_judgement
+    from filters.subject import subject_aliases
 
     resources = resources_for(Config.model_validate(config_data))
     judge = resources.judge()
 
+    claims = resources.claim_extractor()
+
     async def one(item: JudgeInput) -> list[Any]:
+        claimed = None
+        if claims is not None:
+            claimed = await claims.evidence(
+                item.trajectory, item.prompt.prompt, subject_aliases(item.subjects)
+            )
         judgement, evidence = score_judgement(
             await judge.judge(item),
             item.trajectory,
             item.prompt.prompt,
             item.subjects,
             _blob_or_none(resources.blobs, item.image.sha256),
+            claimed,
         )
         return [judgement, *evidence]
 
@@ -162,7 +171,9 @@ def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchR
         result = asyncio.run(
             _gather_rows(items, lambda i: i.image.id, one, resources.model_concurrency("judge"))
         )
-    result.usage = meter.by_role({"judge": getattr(judge, "client", None)})
+    result.usage = meter.by_role(
+        {"judge": getattr(judge, "client", None), "claims": getattr(claims, "client", None)}
+    )
     return result
 
 

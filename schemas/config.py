@@ -65,6 +65,13 @@ class LLMConfig(Section):
     teacher: LLMEndpointConfig | None = None
     judge: LLMEndpointConfig | None = None
     summary: LLMEndpointConfig | None = None
+    # Added later; left out of dumps (and fingerprints) while unset.
+    claims: LLMEndpointConfig | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="a model that splits gen_prompts into claims for the evidence table (the judge stage); "
+        "unset = the deterministic fact extractor",
+    )
 
 
 class SearchConfig(Section):
@@ -275,7 +282,10 @@ class Config(Section):
         return fingerprint(self.painter.model_dump(exclude=set(PAINTER_RUNTIME_FIELDS)))
 
     def judge_fingerprint(self) -> str:
-        return fingerprint({"judge": self.judge, "llm": self.llm.judge})
+        parts: dict[str, object] = {"judge": self.judge, "llm": self.llm.judge}
+        if self.llm.claims is not None:  # evidence from an LLM claim extractor: other scores, other rows
+            parts["claims"] = self.llm.claims
+        return fingerprint(parts)
 
     def curation_fingerprint(self) -> str:
         """The filters' settings. Sizes are quotas, not part of a decision's identity: raising them
