@@ -48,6 +48,8 @@ def llm_endpoints(config: Config) -> Iterator[tuple[str, LLMEndpointConfig]]:
             yield "llm.summary", llm.summary
     if config.judge.kind == "llm" and llm.judge is not None:
         yield "llm.judge", llm.judge
+    if llm.claims is not None:  # the judge stage's claim extractor, whatever the judge
+        yield "llm.claims", llm.claims
 
 
 def _listed_models(
