@@ -149,13 +149,14 @@ class ScriptedOpenAIServer:
         record: bool = True,
         models: list[str] | None = None,
         api_key: str | None = None,
+        port: int = 0,
     ):
         self.latency_s = latency_s
         self.record = record
         self.models = models
         self.api_key = api_key
         self.down = False
-        self._port: int | None = None
+        self._port: int | None = port or None  # 0: an ephemeral port
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []  # script problems (exhausted queue, handler exceptions)
         self._queue: deque[Reply] = deque()
