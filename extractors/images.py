@@ -17,12 +17,16 @@ imagehash's 64-bit DCT hash of the stored (re-encoded) image, as 16 hex characte
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from schemas.errors import ImageValidationError
+from extractors.image_cache import CachedImage, ImageCache, StoredImage
+from extractors.page_cache import DEFAULT_ERROR_TTL_S, DEFAULT_RETRY_TTL_S, error_ttl, rebuild_error
+from schemas.errors import GroundgenError, ImageValidationError
 from schemas.protocols import BlobWriter, DownloadedImage, Fetcher
 
 DEFAULT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -97,9 +101,9 @@ def validate_and_normalize(
     output_format = "JPEG" if source_format == "JPEG" else "PNG"
     buffer = io.BytesIO()
     if output_format == "JPEG":
-        rgb.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        rgb.save(buffer, "JPEG", quality=JPEG_QUALITY)
     else:
-        rgb.save(buffer, "PNG", optimize=True)
+        rgb.save(buffer, "PNG")  # zlib's default level: `optimize=True` cost ~5x the CPU for a few % of size
     encoded = buffer.getvalue()
     if output_format == "JPEG":  # hash what is stored, so a re-hash of the blob gives the same value
         with Image.open(io.BytesIO(encoded)) as stored:
@@ -137,7 +141,11 @@ def perceptual_hash(image) -> str:
 
 
 class ReferenceImageDownloader:
-    """`ImageDownloader`: fetch through the safe fetcher, validate, normalise, store in the blob store."""
+    """`ImageDownloader`: fetch through the safe fetcher, validate, normalise, store in the blob store.
+
+    With an `ImageCache` (`extractors/image_cache.py`), each URL is fetched and normalised once per work
+    directory, the same bytes under another URL are normalised once, and errors are remembered by the
+    page cache's rules; concurrent downloads of one URL share one fetch."""
 
     def __init__(
         self,
@@ -147,15 +155,81 @@ class ReferenceImageDownloader:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_side: int = DEFAULT_MIN_SIDE,
         formats: Iterable[str] = DEFAULT_FORMATS,
+        cache: ImageCache | None = None,
+        retry_ttl_s: float = DEFAULT_RETRY_TTL_S,
+        error_ttl_s: float = DEFAULT_ERROR_TTL_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.fetcher = fetcher
         self.blobs = blobs
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.formats = tuple(formats)
+        self.cache = cache
+        self.retry_ttl_s = retry_ttl_s
+        self.error_ttl_s = error_ttl_s
+        self.clock = clock
+        self.fetches = 0  # fetches made (cache misses)
+        self.normalizations = 0  # images decoded and re-encoded (content misses)
+        self._in_flight: dict[str, asyncio.Future[StoredImage]] = {}
 
     async def download(self, url: str) -> DownloadedImage:
+        if self.cache is None:
+            stored = await self._fetch_and_store(url)
+        else:
+            stored = await self._cached(url, self.cache)
+        return DownloadedImage(
+            sha256=stored.sha256,
+            width=stored.width,
+            height=stored.height,
+            format=stored.format,
+            phash=stored.phash,
+            source_url=url,
+        )
+
+    async def _cached(self, url: str, cache: ImageCache) -> StoredImage:
+        entry = await asyncio.to_thread(cache.get_url, url)
+        if entry is not None:
+            if entry.error_class:
+                raise rebuild_error(entry.error_class, entry.error, entry.error_status, entry.retryable)
+            if entry.image is not None and self.blobs.exists(entry.image.sha256):
+                return entry.image
+        pending = self._in_flight.get(url)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[StoredImage] = asyncio.get_running_loop().create_future()
+        self._in_flight[url] = future
+        try:
+            try:
+                stored = await self._fetch_and_store(url)
+            except GroundgenError as error:
+                now = self.clock()
+                ttl = error_ttl(error, self.retry_ttl_s, self.error_ttl_s)
+                if ttl > 0:
+                    await asyncio.to_thread(cache.put_url, CachedImage.from_error(url, error, now, now + ttl))
+                raise
+            await asyncio.to_thread(cache.put_url, CachedImage(url, self.clock(), None, stored))
+            future.set_result(stored)
+            return stored
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: no warning when nobody else waits
+            raise
+        finally:
+            del self._in_flight[url]
+
+    async def _fetch_and_store(self, url: str) -> StoredImage:
+        self.fetches += 1
         result = await self.fetcher.fetch(url, accept=IMAGE_CONTENT_TYPES)
+        raw_sha256 = hashlib.sha256(result.body).hexdigest()
+        if self.cache is not None:
+            known = await asyncio.to_thread(self.cache.get_content, raw_sha256)
+            if known is not None and self.blobs.exists(known.sha256):
+                return known
+        self.normalizations += 1
         normalized = await asyncio.to_thread(
             validate_and_normalize,
             result.body,
@@ -164,11 +238,7 @@ class ReferenceImageDownloader:
             formats=self.formats,
         )
         sha256 = await asyncio.to_thread(self.blobs.put, normalized.data)
-        return DownloadedImage(
-            sha256=sha256,
-            width=normalized.width,
-            height=normalized.height,
-            format=normalized.format,
-            phash=normalized.phash,
-            source_url=url,
-        )
+        stored = StoredImage(sha256, normalized.width, normalized.height, normalized.format, normalized.phash)
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.put_content, raw_sha256, stored)
+        return stored

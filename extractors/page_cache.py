@@ -66,6 +66,23 @@ _COLUMNS = (
 )
 
 
+def rebuild_error(error_class: str, message: str, status: int | None, retryable: bool) -> GroundgenError:
+    """A cached error as its own class again (unknown names become `FetchError`)."""
+    kind = getattr(error_types, error_class, None)
+    if kind is FetchError or not (isinstance(kind, type) and issubclass(kind, GroundgenError)):
+        return FetchError(message, status=status, retryable=retryable)
+    return kind(message)
+
+
+def error_ttl(error: GroundgenError, retry_ttl_s: float, error_ttl_s: float) -> float:
+    """How long a fetch error is served from a cache (0: never cached). A URL-guard refusal depends on
+    the run's allowlist and costs nothing to re-check; a retryable error (429, 5xx, time-out, network)
+    is kept briefly; a permanent one (404, refused type, size cap, broken content) for long."""
+    if isinstance(error, UnsafeURLError):
+        return 0.0
+    return retry_ttl_s if getattr(error, "retryable", False) else error_ttl_s
+
+
 def page_cache_path(workdir: Path | str) -> Path:
     return Path(workdir) / "cache" / "pages.sqlite"
 
@@ -122,10 +139,7 @@ class CachedPage:
 
     def to_error(self) -> GroundgenError:
         """The cached error, rebuilt as its own class (unknown names become `FetchError`)."""
-        kind = getattr(error_types, self.error_class, None)
-        if kind is FetchError or not (isinstance(kind, type) and issubclass(kind, GroundgenError)):
-            return FetchError(self.error, status=self.error_status, retryable=self.retryable)
-        return kind(self.error)
+        return rebuild_error(self.error_class, self.error, self.error_status, self.retryable)
 
     def record(self) -> PageRecord:
         fetched_at = datetime.fromtimestamp(self.fetched_at, UTC)
@@ -246,9 +260,7 @@ class CachingBrowser:
 
     def error_ttl(self, error: GroundgenError) -> float:
         """How long an error is served from the cache (0: not cached)."""
-        if isinstance(error, UnsafeURLError):
-            return 0.0
-        return self.retry_ttl_s if getattr(error, "retryable", False) else self.error_ttl_s
+        return error_ttl(error, self.retry_ttl_s, self.error_ttl_s)
 
     async def browse(self, url: str, query: str) -> Page:
         entry = await self._entry(url)

@@ -103,6 +103,12 @@ class Resources:
 
         return self._once("page_cache", lambda: PageCache(page_cache_path(self.workspace.root)))
 
+    def image_cache(self) -> Any:
+        """Reference images by URL and by content (`<workdir>/cache/images.sqlite`), shared by every batch."""
+        from extractors.image_cache import ImageCache, image_cache_path
+
+        return self._once("image_cache", lambda: ImageCache(image_cache_path(self.workspace.root)))
+
     @asynccontextmanager
     async def tools(self) -> AsyncIterator[Tools]:
         """The teacher's tools for one batch (HTTP clients live as long as the batch's event loop)."""
@@ -130,7 +136,7 @@ class Resources:
                 yield Tools(
                     search=search,
                     browser=CachingBrowser(full_pages, self.page_cache()),
-                    images=ReferenceImageDownloader(fetcher, self.blobs),
+                    images=ReferenceImageDownloader(fetcher, self.blobs, cache=self.image_cache()),
                 )
             finally:
                 if hasattr(search, "aclose"):

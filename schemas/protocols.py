@@ -88,6 +88,8 @@ class BlobWriter(Protocol):
 
     def read(self, sha256: str) -> bytes: ...
 
+    def exists(self, sha256: str) -> bool: ...
+
 
 class TopicSource(Protocol):
     name: str
