@@ -12,11 +12,11 @@ Pure functions over a trajectory, its task prompt and its evidence rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from filters.evidence import names_any, url_words
 from filters.facts import extract_facts, fold
-from schemas.rows import Evidence, ReferenceImage, Trajectory
+from schemas.rows import Evidence, Prompt, ReferenceImage, Trajectory
 
 NON_SUBJECT_NAMES = {"verified"}  # words the scripted teacher's template capitalises
 
@@ -30,6 +30,20 @@ def subject_aliases(titles: Sequence[str]) -> list[str]:
             if alias and alias not in aliases:
                 aliases.append(alias)
     return aliases
+
+
+def prompt_subjects(prompt: Prompt, topics: Mapping[str, tuple[str, list[str]]]) -> list[str]:
+    """The titles of the prompt's topics (`topics`: id -> (title, linked titles)), main one first.
+
+    A multi-hop prompt's partner is a topic linked from the main one that the warehouse may not hold
+    as a row of its own; it is then found among the main topic's linked titles that the prompt's
+    required facts name."""
+    titles = [topics[topic_id][0] for topic_id in prompt.topic_ids if topic_id in topics]
+    main = topics.get(prompt.topic_ids[0]) if prompt.topic_ids else None
+    if len(titles) < len(prompt.topic_ids) and main is not None:
+        facts = {fact.casefold() for fact in prompt.required_facts}
+        titles += [title for title in main[1] if title.casefold() in facts and title not in titles]
+    return titles
 
 
 def added_text(gen_prompt: str, task_prompt: str) -> str:

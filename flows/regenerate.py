@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import flow
 
+from filters.subject import prompt_subjects
 from flows import tasks
 from flows.batches import StageCounts, direct_executor, run_until_done
 from flows.ledger import RunLedger, finish_status
@@ -122,28 +123,26 @@ def _judge_inputs(warehouse: Warehouse, config: Config) -> list[JudgeInput]:
         )
     }
     prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories.values()])
-    titles = _topic_titles(warehouse, [topic for p in prompts.values() for topic in p.topic_ids])
+    topics = _topics_by_id(warehouse, [topic for p in prompts.values() for topic in p.topic_ids])
     return [
         JudgeInput(
             prompt=prompts[trajectories[image.trajectory_id].prompt_id],
             trajectory=trajectories[image.trajectory_id],
             image=image,
-            subjects=[
-                titles[topic]
-                for topic in prompts[trajectories[image.trajectory_id].prompt_id].topic_ids
-                if topic in titles
-            ],
+            subjects=prompt_subjects(prompts[trajectories[image.trajectory_id].prompt_id], topics),
         )
         for image in images
     ]
 
 
-def _topic_titles(warehouse: Warehouse, ids: list[str]) -> dict[str, str]:
-    """Topic id -> title: the subjects the judge stage checks answers and references against."""
+def _topics_by_id(warehouse: Warehouse, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Topic id -> (title, linked titles): what the judge stage checks answers and references against."""
     if not ids:
         return {}
-    table = warehouse.query("SELECT id, title FROM topics WHERE id IN (SELECT unnest(?))", [sorted(set(ids))])
-    return dict(zip(table.column("id").to_pylist(), table.column("title").to_pylist(), strict=True))
+    table = warehouse.query(
+        "SELECT id, title, linked_titles FROM topics WHERE id IN (SELECT unnest(?))", [sorted(set(ids))]
+    )
+    return {row["id"]: (row["title"], list(row["linked_titles"] or [])) for row in table.to_pylist()}
 
 
 def stage_judgements(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:

@@ -356,3 +356,22 @@ def test_rules_on_the_labelled_sample_flag_only_labelled_rows() -> None:
     for reason, (flagged, true, false, missed) in table.items():
         assert false <= 0.1 * max(flagged, 1), reason  # precision >= 0.9
         assert missed <= 0.1 * max(true + missed, 1), reason  # recall >= 0.9
+
+
+def test_a_multi_hop_partner_missing_from_topics_is_found_among_linked_titles() -> None:
+    from filters.subject import prompt_subjects
+    from schemas.rows import Prompt
+
+    prompt = Prompt(
+        id="p",
+        topic_ids=["main", "partner"],
+        category="history",
+        difficulty="hard",
+        prompt="A chart of Neil Armstrong and the crewed Moon landing connected to it.",
+        required_facts=["1969", "Apollo 11", "Buzz Aldrin"],
+        writer="w",
+    )
+    topics = {"main": ("Neil Armstrong", ["Apollo 11", "Buzz Aldrin", "Purdue University"])}
+    assert prompt_subjects(prompt, topics) == ["Neil Armstrong", "Apollo 11", "Buzz Aldrin"]
+    topics["partner"] = ("Apollo 11", [])
+    assert prompt_subjects(prompt, topics) == ["Neil Armstrong", "Apollo 11"]
