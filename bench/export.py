@@ -150,11 +150,14 @@ def build(workdir: Path, rows: int) -> None:
 
 
 def run_groundgen(workdir: Path) -> dict:
+    import shutil
+
     from schemas.config import Config
     from warehouse.blobs import BlobStore
     from warehouse.export import export_version
     from warehouse.store import Warehouse
 
+    shutil.rmtree(workdir / "exports", ignore_errors=True)  # every rep writes a fresh version folder
     with Warehouse(workdir / "warehouse.duckdb") as warehouse:
         start = time.perf_counter()
         version = export_version(
@@ -184,10 +187,13 @@ def generate_rows(database: str, blob_root: str, config: str):
 
 
 def run_datasets(workdir: Path) -> dict:
+    import shutil
+
     import datasets
 
     from warehouse.parquet_shards import RL, SFT
 
+    shutil.rmtree(workdir / "hf-cache", ignore_errors=True)  # no rep reuses the peer's Arrow cache
     rows = 0
     start = time.perf_counter()
     for spec in (SFT, RL):
@@ -206,9 +212,35 @@ def run_datasets(workdir: Path) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - start}
 
 
+def _rss_anon_kib() -> int:
+    """Anonymous resident memory of this process (heap, not memory-mapped files), from /proc."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def child(role: str, workdir: Path) -> None:
+    import threading
+
+    peak_anon = [_rss_anon_kib()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], _rss_anon_kib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     result = run_groundgen(workdir) if role == "groundgen" else run_datasets(workdir)
+    done.set()
+    sampler.join()
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_anon_mib"] = max(peak_anon[0], _rss_anon_kib()) / 1024
     print(json.dumps(result))
 
 
@@ -235,6 +267,7 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="export the warehouse already in --workdir (no build)"
     )
+    parser.add_argument("--reps", type=int, default=3, help="reps per exporter, in alternating order")
     parser.add_argument("--child", choices=["groundgen", "datasets"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -248,11 +281,16 @@ def main() -> None:
             f"built {args.rows} samples with {SIDE}x{SIDE} images in {time.perf_counter() - start:.1f}s ({workdir})"
         )
     roles = [args.only] if args.only else ["groundgen", "datasets"]
-    results = {role: measure(role, workdir) for role in roles}
+    runs: dict[str, list[dict]] = {role: [] for role in roles}
+    for rep in range(args.reps):
+        for role in roles if rep % 2 == 0 else list(reversed(roles)):
+            runs[role].append(measure(role, workdir))
+    results = {role: _summary(reps) for role, reps in runs.items()}
     for role, result in results.items():
         rate = result["rows"] / result["seconds"]
         print(
-            f"{role:>9}: {result['rows']} rows in {result['seconds']:.1f}s = {rate:,.0f} rows/s, peak RSS {result['peak_rss_mib']:,.0f} MiB"
+            f"{role:>9}: {result['rows']} rows, median {result['seconds']:.1f}s of {args.reps} reps = {rate:,.0f} rows/s, "
+            f"peak RSS {result['peak_rss_mib']:,.0f} MiB, peak anonymous RSS {result['peak_anon_mib']:,.0f} MiB"
         )
     if "groundgen" in results:
         peak = results["groundgen"]["peak_rss_mib"]
@@ -263,6 +301,21 @@ def main() -> None:
     speed = (ours["rows"] / ours["seconds"]) / (theirs["rows"] / theirs["seconds"])
     print(f"speed ratio groundgen/datasets: {speed:.2f} (target >= 1.0)")
     print(f"peak RSS ratio groundgen/datasets: {ours['peak_rss_mib'] / theirs['peak_rss_mib']:.2f}")
+    print(
+        f"peak anonymous RSS ratio groundgen/datasets: {ours['peak_anon_mib'] / theirs['peak_anon_mib']:.2f}"
+    )
+
+
+def _summary(reps: list[dict]) -> dict:
+    """Median seconds; the highest memory peaks of the reps."""
+    import statistics
+
+    return {
+        "rows": reps[0]["rows"],
+        "seconds": statistics.median(r["seconds"] for r in reps),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in reps),
+        "peak_anon_mib": max(r["peak_anon_mib"] for r in reps),
+    }
 
 
 if __name__ == "__main__":

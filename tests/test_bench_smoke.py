@@ -52,3 +52,9 @@ def test_push_bench_prints_the_ratio_against_a_raw_put():
     output = run_bench("bench.push", "--gigabytes", "0.02", "--shard-mib", "8", "--chunk-mib", "4")
     assert re.search(r"throughput ratio \(push / raw PUT\): \d+\.\d{3}", output), output
     assert re.search(r"push peak RSS: \d+ MiB", output), output
+
+
+def test_export_bench_alternates_reps_and_prints_both_memory_measures():
+    output = run_bench("bench.export", "--rows", "32", "--reps", "2")
+    assert re.search(r"groundgen: 32 rows, median [\d.]+s of 2 reps", output), output
+    assert re.search(r"peak anonymous RSS ratio groundgen/datasets: \d+\.\d\d", output), output
