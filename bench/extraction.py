@@ -139,9 +139,7 @@ def timed_outputs(
     return outputs, {name: (len(pages) / wall[name], len(pages) / cpu[name]) for name in chosen}
 
 
-def public_benchmark(
-    folder: Path, chosen: dict[str, Extractor], rounds: int, limit: int | None
-) -> dict[str, str]:
+def public_benchmark(folder: Path, chosen: dict[str, Extractor], rounds: int, limit: int | None) -> None:
     evaluate = load_evaluate(folder)
     pages, truth = load_benchmark(folder, limit)
     outputs, speed = timed_outputs(chosen, pages, rounds)
@@ -150,10 +148,17 @@ def public_benchmark(
         f"{'extractor':<18}{'F1':>14}{'precision':>11}{'recall':>9}{'pages/s':>10}{'pages/CPU-s':>13}"
         f"{'CPU speed ratio':>17}"
     )
+    goal = ""
     for name in chosen:
         prediction = {key: {"articleBody": outputs[name][key]} for key in truth}
         metrics = evaluate.evaluate(truth, prediction, 200)
         wall, cpu = speed[name]
+        if name == "groundgen":
+            met = metrics["f1"] >= 0.96 and metrics["recall"] >= 0.97
+            goal = (
+                f"goal F1 >= 0.96 and recall >= 0.97: {'met' if met else 'NOT met'}; "
+                f">= 100 pages/s: {cpu:.0f} per CPU second, {wall:.0f} per wall second under this load"
+            )
         ratio = speed["groundgen"][1] / cpu
         print(
             f"{name:<18}{metrics['f1']:>8.3f} ±{metrics['f1_std']:.3f}{metrics['precision']:>11.3f}"
@@ -163,7 +168,10 @@ def public_benchmark(
         "(CPU speed ratio: groundgen's pages per CPU second over the row's; above 1 = groundgen is faster. "
         f"Load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
-    return outputs["groundgen"]
+    print(
+        "(groundgen's text is ExtractedPage.text: the body; the headline is its title, shown first by browse)"
+    )
+    print(goal)
 
 
 # --- answer recall of relevant_passages ------------------------------------------------------------
@@ -267,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = extractors()
     if (args.benchmark / "ground-truth.json").is_file():
-        texts = public_benchmark(args.benchmark, chosen, max(1, args.rounds), args.limit)
-        _, truth = load_benchmark(args.benchmark, args.limit)
-        answer_recall(truth, texts)
+        public_benchmark(args.benchmark, chosen, max(1, args.rounds), args.limit)
+        pages, truth = load_benchmark(args.benchmark, args.limit)
+        # what browse reads: the headline, then the body
+        answer_recall(truth, {key: extract_main_content(html, url).full_text for key, html, url in pages})
     else:
         print(
             f"skipped the public benchmark and answer recall: no ground-truth.json in {args.benchmark} "

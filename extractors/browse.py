@@ -35,7 +35,7 @@ class PageBrowser:
             )
         else:
             page = extract_main_content(result.body, result.final_url or url, charset=result.charset)
-            title, text, images = page.title, page.text, page.images
+            title, text, images = page.title, page.full_text, page.images
         if not text.strip():
             raise ExtractionError(f"no content could be extracted from {url}")
         passages = relevant_passages(text, query, max_chars=self.max_chars)

@@ -29,6 +29,7 @@ HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 LISTS = frozenset({"ul", "ol"})
 LINK_DENSE_MAX_OWN_TEXT = 300
 MIN_REPEATED_LINE_CHARS = 30
+HEADLINE_WITHIN_BLOCKS = 5  # a leading <h1> among the first blocks is the title, not body text
 REPEAT_WINDOW_LINES = 4
 _BARE_URL = re.compile(r"\s*https?://\S+\s*")
 LINK_DENSE_TAGS = frozenset({"div", "section", "ul", "ol", "dl", "table", "p", "center"})
@@ -55,9 +56,19 @@ _SINGLE_BYTE_WESTERN = frozenset({"latin_1", "iso8859-1", "cp1252", "ascii", "is
 
 @dataclass(frozen=True)
 class ExtractedPage:
+    """`title`: the headline (the article's leading <h1>, else the page's <title>); `text`: the body,
+    without that headline (as in the article-body datasets extraction is scored on)."""
+
     title: str
     text: str
     images: list[PageImage] = field(default_factory=list)
+
+    @property
+    def full_text(self) -> str:
+        """What a reader sees: the headline as a `#` heading, then the body ("" without a body)."""
+        if not self.text or not self.title:
+            return self.text
+        return f"# {self.title}\n\n{self.text}"
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -396,8 +407,14 @@ def extract_main_content(html: bytes | str, base_url: str, charset: str = "") ->
             writer.visit(part, in_article, "")
     writer.flush()
     blocks = _drop_orphan_headings(_drop_near_repeats(_drop_bare_urls(writer.blocks)))
-    heading = root.find(".//h1")
-    title = _inline(heading.text_content()) if heading is not None else ""
+    headline = next(
+        (n for n, block in enumerate(blocks[:HEADLINE_WITHIN_BLOCKS]) if _heading_level(block) == 1), None
+    )
+    if headline is not None:
+        title = blocks.pop(headline)[2:]
+    else:
+        heading = root.find(".//h1")
+        title = _inline(heading.text_content()) if heading is not None else ""
     if not title:
         title_element = document.find(".//title")
         title = _inline(title_element.text_content()) if title_element is not None else ""

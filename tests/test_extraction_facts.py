@@ -1,6 +1,7 @@
 """Labelled pages (tests/fixtures/facts/NAME.html, written by hand) whose facts must survive main-content
 extraction: infobox and table values, list items, figure captions and dates (`+` lines of
-NAME.facts.txt must be in the extracted text), while their boilerplate must not (`-` lines)."""
+NAME.facts.txt must be in the extracted text), while their boilerplate must not (`-` lines); a `=`
+line is the page's title (the headline, kept apart from the body text)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from extractors.html_extract import extract_main_content
 
 FACTS = Path(__file__).parent / "fixtures" / "facts"
 PAGES = sorted(FACTS.glob("*.html"))
+
+
+def title_of(path: Path) -> str | None:
+    lines = path.with_suffix(".facts.txt").read_text(encoding="utf-8").splitlines()
+    return next((line[2:] for line in lines if line.startswith("= ")), None)
 
 
 def labelled(path: Path) -> tuple[list[str], list[str]]:
@@ -31,8 +37,12 @@ def test_labelled_pages_exist():
 
 @pytest.mark.parametrize("path", PAGES, ids=[p.stem for p in PAGES])
 def test_facts_survive_extraction(path: Path):
-    text = extract_main_content(path.read_bytes(), f"https://example.org/{path.name}").text
+    page = extract_main_content(path.read_bytes(), f"https://example.org/{path.name}")
+    text = page.text
     kept, dropped = labelled(path)
+    if title_of(path) is not None:
+        assert page.title == title_of(path)
+        assert page.full_text.startswith(f"# {page.title}\n\n")
     lost = [fact for fact in kept if fact not in text]
     leaked = [boilerplate for boilerplate in dropped if boilerplate in text]
     assert not lost, f"facts lost from {path.name}:\n{text}"
