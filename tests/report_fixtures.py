@@ -48,23 +48,20 @@ class SyntheticWarehouse:
 
 
 def png(side: int, rng: random.Random) -> bytes:
-    """A small PNG that differs per call: a colour gradient with a random tint."""
+    """A small PNG that differs per call: a colour gradient with a random tint and noise."""
+    import numpy as np
     from PIL import Image as PILImage
 
-    tint = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-    image = PILImage.new("RGB", (side, side), tint)
-    pixels = image.load()
-    assert pixels is not None
-    step = max(1, side // 16)
-    for x in range(0, side, step):
-        for y in range(0, side, step):
-            value = ((x * 255) // side, (y * 255) // side, (tint[2] + x + y) % 256)
-            for dx in range(step):
-                for dy in range(step):
-                    if x + dx < side and y + dy < side:
-                        pixels[x + dx, y + dy] = value
+    tint = np.array([rng.randrange(256), rng.randrange(256), rng.randrange(256)], dtype=np.int32)
+    ramp = np.arange(side, dtype=np.int32) * 255 // max(1, side - 1)
+    pixels = np.empty((side, side, 3), dtype=np.int32)
+    pixels[..., 0] = ramp[None, :]
+    pixels[..., 1] = ramp[:, None]
+    pixels[..., 2] = (ramp[None, :] + ramp[:, None]) // 2
+    noise = np.random.default_rng(rng.randrange(1 << 30)).integers(0, 24, (side, side, 3))
+    image = PILImage.fromarray(((pixels + tint + noise) % 256).astype(np.uint8), "RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

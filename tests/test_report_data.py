@@ -321,3 +321,26 @@ def test_dropped_sample_keeps_its_reason_in_the_gallery(warehouse, tmp_path):
     by_id = {s.id: s for s in data.gallery_samples(warehouse, scope)}
     for row in dropped:
         assert by_id[row.id].reason == row.reason
+
+
+def test_corrupt_image_blob_is_reported_not_linked(tmp_path):
+    synthetic = report_fixtures.build(tmp_path / "work", 4)
+    blobs = BlobStore(synthetic.blobs)
+    with Warehouse(synthetic.database, read_only=True) as warehouse:
+        sha = warehouse.connection.execute("SELECT sha256 FROM images WHERE id = 'image-00001'").fetchall()[
+            0
+        ][0]
+        blobs.path(sha).write_bytes(blobs.path(sha).read_bytes()[:60])  # a truncated PNG
+        other = warehouse.connection.execute("SELECT sha256 FROM images WHERE id = 'image-00002'").fetchall()[
+            0
+        ][0]
+        data_bytes = bytearray(blobs.path(other).read_bytes())
+        data_bytes[len(data_bytes) // 2] ^= 0xFF  # a flipped byte inside the image data: a bad checksum
+        blobs.path(other).write_bytes(bytes(data_bytes))
+        result = write_report(warehouse, blobs, data.resolve_scope(warehouse), tmp_path / "r.html")
+    assert not list((result.assets / "thumbs").glob(f"{sha}*"))
+    assert not list((result.assets / "thumbs").glob(f"{other}*"))
+    html = result.path.read_text()
+    assert "2 image blob(s) could not be decoded" in html
+    thumbs = sorted(path.suffix for path in (result.assets / "thumbs").iterdir())
+    assert thumbs and set(thumbs) == {".png"}  # small PNGs are used as they are

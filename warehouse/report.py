@@ -3,7 +3,7 @@
 ```
 report.html          the page: charts (matplotlib SVG as data URIs), tables, the gallery index (JSON)
 report_files/
-  thumbs/<sha256>.jpg      thumbnails of ground-truth and chosen reference images
+  thumbs/<sha256>.jpg|png  thumbnails of ground-truth and chosen reference images (small ones as they are)
   detail/00000.js ...      trajectories, 100 samples a file, loaded by a <script> tag when opened
 ```
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -75,40 +76,101 @@ def svg_data_uri(figure: Any) -> str:
 # --- thumbnails -----------------------------------------------------------------------------------
 
 
-def make_thumbnail(source: Path, target: Path, side: int = THUMB_SIDE) -> str:
-    """Write a JPEG thumbnail of `source`; return "" or why it could not be made."""
-    if target.exists():
-        return ""
+WEB_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp"}
+LINK_MAX_BYTES = 24_000  # a small web image is used as it is (hard link or copy), not re-encoded
+
+
+@dataclass
+class Thumbnails:
+    names: dict[str, str] = field(default_factory=dict)  # sha256 -> file name in the thumbs folder
+    problems: dict[str, str] = field(default_factory=dict)  # sha256 -> "missing" or "unreadable (...)"
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    temp = target.with_name(target.name + ".tmp")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, temp)
+    os.replace(temp, target)
+
+
+def make_thumbnail(source: Path, folder: Path, sha: str, side: int = THUMB_SIDE) -> tuple[str, str]:
+    """Make the thumbnail of blob `sha` in `folder`: (file name, "") or ("", why it could not be).
+
+    An image already small enough in a web format is decoded (to check it) and linked as it is;
+    anything else becomes a JPEG at most `side` pixels wide and high."""
     if not source.exists():
-        return "missing"
+        return "", "missing"
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
-            image.thumbnail((side, side))
+            extension = WEB_FORMATS.get(image.format or "")
+            if extension and max(image.size) <= side and source.stat().st_size <= LINK_MAX_BYTES:
+                if image.format == "PNG":
+                    image.verify()  # chunk checksums: a truncated or corrupt PNG fails here, not in the page
+                else:
+                    image.load()
+                _link_or_copy(source, folder / f"{sha}{extension}")
+                return f"{sha}{extension}", ""
+            if image.format == "JPEG":
+                image.draft("RGB", (side, side))  # decode at a reduced scale: much less work
+            image.thumbnail((side, side), reducing_gap=2.0)
             rgb = image.convert("RGB")
-        temp = target.with_name(target.name + ".tmp")
+        temp = folder / f"{sha}.jpg.tmp"
         rgb.save(temp, format="JPEG", quality=82)
-        os.replace(temp, target)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        return f"unreadable ({error.__class__.__name__})"
-    return ""
+        os.replace(temp, folder / f"{sha}.jpg")
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as error:  # Pillow: SyntaxError = broken PNG
+        return "", f"unreadable ({error.__class__.__name__})"
+    return f"{sha}.jpg", ""
 
 
-def make_thumbnails(blobs: BlobStore, shas: set[str], folder: Path) -> dict[str, str]:
-    """Thumbnails for every sha256 (threads: Pillow releases the GIL); {sha256: problem} for failures."""
+def make_thumbnails(blobs: BlobStore, shas: set[str], folder: Path) -> Thumbnails:
+    """Thumbnails for every sha256, reusing those an earlier report left in `folder` (blobs never
+    change). New ones are made on a few threads, each over its own share of the images."""
     folder.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(sha for sha in shas if sha)
-
-    def one(sha: str) -> tuple[str, str]:
+    result = Thumbnails()
+    present = {name.split(".", 1)[0]: name for name in os.listdir(folder) if not name.endswith(".tmp")}
+    todo = []
+    for sha in sorted(sha for sha in shas if sha):
+        if sha in present:
+            result.names[sha] = present[sha]
+            continue
         try:
-            source = blobs.path(sha)
+            todo.append((sha, blobs.path(sha)))
         except ValueError:
-            return sha, "not a sha256"
-        return sha, make_thumbnail(source, folder / f"{sha}.jpg")
+            result.problems[sha] = "unreadable (not a sha256)"
 
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return {sha: problem for sha, problem in pool.map(one, ordered) if problem}
+    def work(share: list[tuple[str, Path]]) -> list[tuple[str, str, str]]:
+        return [(sha, *make_thumbnail(source, folder, sha)) for sha, source in share]
+
+    workers = max(1, min(4, os.cpu_count() or 1, len(todo)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in pool.map(work, [todo[i::workers] for i in range(workers)]):
+            for sha, name, problem in done:
+                if name:
+                    result.names[sha] = name
+                else:
+                    result.problems[sha] = problem
+    return result
+
+
+def _thumb(sha: str, thumbs: Thumbnails, base: str) -> tuple[str, str]:
+    if not sha:
+        return "", "no image"
+    if sha in thumbs.names:
+        return f"{base}/thumbs/{thumbs.names[sha]}", ""
+    problem = thumbs.problems.get(sha, "missing")
+    if problem == "missing":
+        return "", f"image missing: blob {sha[:12]}… is not in the store"
+    return "", f"image {problem}: blob {sha[:12]}…"
 
 
 # --- gallery --------------------------------------------------------------------------------------
@@ -134,24 +196,14 @@ INDEX_FIELDS = (
 )
 
 
-def _thumb(sha: str, problems: dict[str, str], base: str) -> tuple[str, str]:
-    if not sha:
-        return "", "no image"
-    if sha in problems:
-        return "", f"image {problems[sha]}: blob {sha[:12]}… is not in the store" if problems[
-            sha
-        ] == "missing" else f"image {problems[sha]}"
-    return f"{base}/thumbs/{sha}.jpg", ""
-
-
-def gallery_index(samples: list[data.GallerySample], problems: dict[str, str], base: str) -> list[list[Any]]:
+def gallery_index(samples: list[data.GallerySample], thumbs: Thumbnails, base: str) -> list[list[Any]]:
     rows = []
     for number, sample in enumerate(samples):
-        gt, gt_note = _thumb(sample.gt_sha256, problems, base)
+        gt, gt_note = _thumb(sample.gt_sha256, thumbs, base)
         if not sample.gt_sha256:
             gt_note = "no ground-truth image (the row was dropped before painting)"
         refs = [
-            [ref["title"], _thumb(ref["sha256"], problems, base)[0], ref["img_id"], ref["note"]]
+            [ref["title"], _thumb(ref["sha256"], thumbs, base)[0], ref["img_id"], ref["note"]]
             for ref in sample.references
         ]
         turns = sum(1 for message in sample.messages if message.get("role") != "system")
@@ -355,11 +407,17 @@ def write_report(
     shas = {sample.gt_sha256 for sample in samples} | {
         ref["sha256"] for sample in samples for ref in sample.references
     }
-    problems = make_thumbnails(blobs, shas, assets / "thumbs")
-    # a detail file left by an earlier report of other rows must not answer for these rows
-    for stale in (assets / "detail").glob("*.js") if (assets / "detail").exists() else []:
-        stale.unlink()
-    write_detail_chunks(samples, assets / "detail")
+    with ThreadPoolExecutor(max_workers=1) as background:  # thumbnails while the queries and charts run
+        pending_thumbs = background.submit(make_thumbnails, blobs, shas, assets / "thumbs")
+        # a detail file left by an earlier report of other rows must not answer for these rows
+        for stale in (assets / "detail").glob("*.js") if (assets / "detail").exists() else []:
+            stale.unlink()
+        write_detail_chunks(samples, assets / "detail")
+        sections = _chart_sections(warehouse, scope, max_attempts)
+        summary = data.summary(warehouse, scope)
+        diff = _diff(warehouse, scope)
+        thumbs = pending_thumbs.result()
+    problems = thumbs.problems
 
     notes = list(scope.notes)
     missing = sorted(sha for sha, problem in problems.items() if problem == "missing")
@@ -375,13 +433,11 @@ def write_report(
         )
     if not samples:
         notes.append("no samples in this scope: the gallery is empty (run `groundgen run` to make some)")
-    sections = _chart_sections(warehouse, scope, max_attempts)
     if not sections["score_source"]:
         notes.append(
             "no grounding scores: no judgement grounding, evidence rows or grounding_score column for these samples"
         )
-    summary = data.summary(warehouse, scope)
-    index = gallery_index(samples, problems, assets.name)
+    index = gallery_index(samples, thumbs, assets.name)
     categories = sorted({sample.category for sample in samples})
     reasons = sorted({sample.reason for sample in samples if sample.status == "dropped"})
     html = render_page(
@@ -390,7 +446,7 @@ def write_report(
             "scope": scope,
             "summary": summary,
             "notes": notes,
-            "diff": _diff(warehouse, scope),
+            "diff": diff,
             "categories": categories,
             "reasons": reasons,
             "index_json": json_for_html({"fields": INDEX_FIELDS, "rows": index}),
@@ -406,7 +462,7 @@ def write_report(
         path=output,
         assets=assets,
         samples=len(samples),
-        thumbnails=len(shas) - len(problems),
+        thumbnails=len(thumbs.names),
         missing_blobs=missing,
         notes=notes,
         seconds=time.perf_counter() - started,
