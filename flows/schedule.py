@@ -49,7 +49,7 @@ def serve_refresh(
     if (cron is None) == (interval is None):
         raise ConfigurationError("give exactly one of --cron or --interval")
     require_server()
-    configure_prefect(config.workdir)
+    configure_prefect(config.workdir, hub_offline=config.hub.offline)
     from flows.refresh import refresh
 
     payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
