@@ -27,11 +27,14 @@ def make_report(
     run: str | None = None,
     output: Path | None = None,
     open_browser: bool = False,
+    timeout: float = 60.0,
 ) -> ReportResult:
     """Write the report of `version` (or `run`, or the latest version) and return what was written.
 
-    Raises ReportError for an unknown version/run or a warehouse that cannot be opened."""
-    import duckdb
+    While a run or refresh writes the warehouse (DuckDB lets no other process open it), the report is
+    made from a consistent snapshot the running process hands over (`groundgen snapshot`'s path).
+    Raises ReportError for an unknown version/run or a warehouse that cannot be read."""
+    import dataclasses
 
     from warehouse.store import Warehouse
 
@@ -40,22 +43,50 @@ def make_report(
         raise ReportError(
             f"no warehouse at {workspace.database}; run `groundgen run` first (or pass --workdir)"
         )
+    database, note = _readable_database(workspace, timeout)
     try:
-        warehouse = Warehouse(workspace.database, read_only=True)
-    except duckdb.Error as error:
-        raise ReportError(
-            f"cannot open {workspace.database} read-only: {error}. A running `groundgen run` holds the "
-            "write lock; wait for it to finish."
-        ) from error
-    with warehouse:
-        scope = resolve_scope(warehouse, version=version, run=run)
-        target = output or default_report_path(workspace.root, version, run)
-        result = write_report(
-            warehouse, BlobStore(workspace.blobs), scope, target, max_attempts=config.max_attempts
-        )
+        with Warehouse(database, read_only=True) as warehouse:
+            scope = resolve_scope(warehouse, version=version, run=run)
+            if note:
+                scope = dataclasses.replace(scope, notes=(*scope.notes, note))
+            target = output or default_report_path(workspace.root, version, run)
+            result = write_report(
+                warehouse, BlobStore(workspace.blobs), scope, target, max_attempts=config.max_attempts
+            )
+    finally:
+        if database != workspace.database:
+            database.unlink(missing_ok=True)
     if open_browser:
         webbrowser.open(result.path.resolve().as_uri())
     return result
+
+
+def _readable_database(workspace: Workspace, timeout: float) -> tuple[Path, str]:
+    """The warehouse file, or a snapshot of it when a writer holds it; and a note saying which."""
+    import duckdb
+
+    try:
+        duckdb.connect(str(workspace.database), read_only=True).close()
+        return workspace.database, ""
+    except duckdb.Error as error:
+        if "lock" not in str(error).lower():
+            raise ReportError(f"cannot open {workspace.database} read-only: {error}") from error
+    from flows.live_status import take_snapshot
+    from warehouse.query import QueryError
+
+    snapshot = workspace.cache / "report-snapshot.duckdb"
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.unlink(missing_ok=True)
+    try:
+        take_snapshot(workspace.database, snapshot, timeout=timeout)
+    except QueryError as error:
+        raise ReportError(
+            f"the warehouse is being written and no snapshot could be taken: {error}"
+        ) from error
+    return (
+        snapshot,
+        "a run was writing the warehouse: this report shows a snapshot of its last finished batch",
+    )
 
 
 def describe(result: ReportResult) -> str:
