@@ -18,7 +18,13 @@ import yaml
 from schemas.config import Config
 from tests.test_export_helpers import CURATOR, curated  # noqa: F401  (fixture)
 from warehouse.export import export_version, version_folder
-from warehouse.formats import FormatReport, export_llamafactory, export_rllm, sharegpt_messages
+from warehouse.formats import (
+    FormatError,
+    FormatReport,
+    export_llamafactory,
+    export_rllm,
+    sharegpt_messages,
+)
 
 SHAREGPT_INFO = {
     "groundgen_sft": {
@@ -194,6 +200,12 @@ def test_card_shows_the_hub_repo_when_known(curated, tmp_path):  # noqa: F811
     assert 'load_dataset("my-org/gen-searcher-data", revision="v1", split="train")' in card
     assert 'load_dataset("my-org/gen-searcher-data", "rl", revision="v1", split="train")' in card
     assert "path/to/" not in card
+
+
+def test_a_folder_that_is_not_a_version_is_an_error_not_zero_rows(tmp_path):
+    for writer in (export_llamafactory, export_rllm):
+        with pytest.raises(FormatError, match="no manifest.json"):
+            writer(tmp_path / "exports" / "v9", tmp_path / "out")
 
 
 def test_format_report_summary_without_skips():

@@ -24,7 +24,8 @@ from synthesis.episode import ModelReply, run_episode
 from synthesis.toolbox import Toolbox
 from tests.synthesis_fakes import MemoryBlobs, fake_tools
 from tests.test_export_helpers import CURATOR, curated  # noqa: F401  (fixture)
-from warehouse.export import export_version
+from warehouse.export import export_version, version_folder
+from warehouse.formats import FormatError
 from warehouse.verl_format import DATA_SOURCE, TOOL_CLASS, required_facts, split_of
 
 COLUMNS = ["data_source", "prompt", "ability", "reward_model", "extra_info"]
@@ -35,7 +36,7 @@ def _version(warehouse, blobs, tmp_path: Path) -> Path:
     version = export_version(
         warehouse, blobs, tmp_path / "exports", Config(), curator=CURATOR, code_version="t"
     )
-    return Path(version.path)
+    return version_folder(warehouse.path.parent, version)
 
 
 def _set_facts(warehouse) -> None:
@@ -147,7 +148,9 @@ def test_a_row_keeps_its_split_when_other_rows_are_added(curated, tmp_path):  # 
     version = export_version(
         warehouse, blobs, tmp_path / "exports", Config(), curator=CURATOR, code_version="t"
     )
-    second = write_training_format(Config(), Path(version.path), tmp_path / "b", "verl", test_ratio=0.5)
+    second = write_training_format(
+        Config(), version_folder(warehouse.path.parent, version), tmp_path / "b", "verl", test_ratio=0.5
+    )
     assert (first.rows, second.rows) == (6, 10)
     before = {r["extra_info"]["id"]: r["extra_info"]["split"] for r in _rows(tmp_path / "a")}
     after = {r["extra_info"]["id"]: r["extra_info"]["split"] for r in _rows(tmp_path / "b")}
@@ -173,6 +176,11 @@ def test_verl_absolute_paths_and_skipped_rows(curated, tmp_path):  # noqa: F811
     for row in _rows(out):
         path = Path(row["extra_info"]["gt_image"])
         assert path.is_absolute() and path.exists()
+
+
+def test_a_missing_version_folder_is_an_error_not_zero_rows(tmp_path):
+    with pytest.raises(FormatError, match="no manifest.json"):
+        write_training_format(Config(), tmp_path / "exports" / "v1", tmp_path / "verl", "verl")
 
 
 def test_tool_config_follows_verls_tool_config_layout(curated, tmp_path):  # noqa: F811

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from schemas.errors import GroundgenError
 from warehouse.parquet_shards import image_extension
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -61,6 +62,18 @@ def write_format_readme(out_dir: Path, name: str, **values: object) -> Path:
     path = Path(out_dir) / "README.md"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+class FormatError(GroundgenError):
+    """A training format cannot be written from this folder (it is not a dataset version)."""
+
+
+def require_version_folder(version_dir: Path | str) -> Path:
+    """The version folder, checked: a folder without `manifest.json` would silently give 0 rows."""
+    folder = Path(version_dir)
+    if not (folder / "manifest.json").is_file():
+        raise FormatError(f"{folder} is not a dataset version folder (no manifest.json)")
+    return folder
 
 
 def iter_rows(version_dir: Path, config: str) -> Iterator[dict[str, Any]]:
@@ -146,6 +159,7 @@ def export_llamafactory(
     `absolute_paths`. Rows whose roles cannot alternate, or whose `<image>` placeholders do not match
     their images, are skipped and counted by reason.
     """
+    version_dir = require_version_folder(version_dir)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -208,6 +222,7 @@ def export_rllm(
     export with `absolute_paths=True` on the training machine: the trainer keeps rows whose image path
     exists). Rows without an image are skipped and counted.
     """
+    version_dir = require_version_folder(version_dir)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from warehouse.formats import (
     FormatReport,
     image_reference,
     iter_rows,
+    require_version_folder,
     write_format_readme,
     write_image,
 )
@@ -182,6 +183,7 @@ def export_verl(
     with a reason.
     """
     facts = facts or {}
+    version_dir = require_version_folder(version_dir)
     out_dir = Path(out_dir)
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
