@@ -100,7 +100,15 @@ class ToolError(GroundgenError):
 
 
 class PainterError(GroundgenError):
-    """Image synthesis failed for a row."""
+    """Image synthesis failed for a row (`retryable`: an images API that was unreachable or busy)."""
+
+    def __init__(self, message: str, *, retryable: bool = False, endpoint: str = ""):
+        super().__init__(message)
+        self.retryable = retryable
+        self.endpoint = endpoint
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), str(self), {"retryable": self.retryable, "endpoint": self.endpoint}))
 
 
 def _rebuild(cls: type, message: str, fields: dict) -> BaseException:

@@ -40,6 +40,7 @@ from schemas.errors import ConfigurationError, ImageValidationError, PainterErro
 from schemas.ids import content_id
 from schemas.protocols import PaintRequest
 from schemas.rows import Image
+from synthesis.llm_client import redact_url
 from synthesis.painter import model_label, painter_fingerprint, row_seed
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class HTTPPainter:
         self.fingerprint = fingerprint or painter_fingerprint(config)
         self.model_name = model_label(config.model, config.revision)
         self.base_url = config.base_url.rstrip("/")
+        self.endpoint = redact_url(self.base_url)  # the circuit breaker's key in the flow
         self.size = config.size or f"{config.width}x{config.height}"
         self.sleep = sleep
         self.timeout = httpx.Timeout(config.timeout_s, connect=min(30.0, config.timeout_s))
@@ -236,20 +238,32 @@ class HTTPPainter:
             try:
                 status, headers, body = await self._send(client, url, request)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-                if attempt == retries:
+                if attempt == retries:  # the service, not the row: a transient failure
                     message = f"images API: {error.__class__.__name__} after {attempt + 1} attempts"
-                    raise PainterError(redact(message, secrets)) from None
+                    raise PainterError(
+                        redact(message, secrets), retryable=True, endpoint=self.endpoint
+                    ) from None
                 logger.info("images API: %s, retrying", error.__class__.__name__)
             except httpx.TransportError as error:  # read time-out, reset mid-answer: not retried
                 message = f"images API: {error.__class__.__name__} ({error})"
-                raise PainterError(redact(message, secrets)) from None
+                raise PainterError(redact(message, secrets), retryable=True, endpoint=self.endpoint) from None
             else:
                 if status < 300:
                     return body
                 detail = redact(_error_detail(body), secrets)
+                if status in (401, 403):  # fatal: no row can succeed with this key
+                    raise ConfigurationError(
+                        f"images API {self.endpoint} refused the key (HTTP {status}); check "
+                        f"{self.config.api_key_env or 'painter.api_key_env'}",
+                        endpoint=self.endpoint,
+                    )
                 if not is_retryable_status(status) or attempt == retries:
                     tries = f" after {attempt + 1} attempts" if is_retryable_status(status) else ""
-                    raise PainterError(f"images API: HTTP {status}{tries}: {detail}")
+                    raise PainterError(
+                        f"images API: HTTP {status}{tries}: {detail}",
+                        retryable=is_retryable_status(status),
+                        endpoint=self.endpoint,
+                    )
                 delay = retry_after_seconds(headers.get("retry-after"))
                 logger.info("images API: HTTP %s, retrying", status)
             if delay is None:

@@ -386,3 +386,45 @@ def test_retry_requeues_given_up_rows_and_status_shows_them(tmp_path):
         assert store.count("failures", "requeued_at IS NOT NULL") == 3
     again = runner.invoke(app, ["retry", "-w", str(tmp_path), "--error-class", "ModelOutputError"])
     assert "nothing to re-queue" in again.output
+
+
+# --- the HTTP painter: the same kinds ----------------------------------------------------------------
+
+
+def test_http_painter_errors_have_kinds(monkeypatch):
+    from schemas.config import PainterConfig
+    from schemas.protocols import PaintRequest
+    from schemas.rows import Prompt, Trajectory
+    from synthesis.http_painter import HTTPPainter
+    from tests.servers.images_server import ImagesServer
+    from tests.servers.images_server import Status as ImageStatus
+    from tests.synthesis_fakes import MemoryBlobs
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    prompt = Prompt(id="p", topic_ids=["t"], category="art", difficulty="easy", prompt="a poster", writer="w")
+    trajectory = Trajectory(
+        id="tr", prompt_id="p", teacher="t", messages=[], ending="answer", gen_prompt="a museum poster"
+    )
+    request = PaintRequest(trajectory=trajectory, prompt=prompt, reference_sha256=[])
+    monkeypatch.setenv("GROUNDGEN_KINDS_IMAGES_KEY", "sk-right")
+    with ImagesServer(api_key="sk-right") as server:
+        config = PainterConfig(
+            kind="http",
+            model="m",
+            base_url=server.base_url,
+            api_key_env="GROUNDGEN_KINDS_IMAGES_KEY",
+            max_retries=1,
+        )
+        painter = HTTPPainter(config, MemoryBlobs(), fingerprint="f", sleep=no_sleep)
+        server.reply(ImageStatus(503), ImageStatus(503))
+        _, (busy,) = painter.paint([request])
+        assert (busy.kind, busy.endpoint) == ("transient", server.base_url)
+        server.reply(ImageStatus(400, message="content policy"))
+        _, (refused,) = painter.paint([request])
+        assert refused.kind == "permanent"
+        monkeypatch.setenv("GROUNDGEN_KINDS_IMAGES_KEY", "sk-wrong")
+        wrong_key = HTTPPainter(config, MemoryBlobs(), fingerprint="f", sleep=no_sleep)
+        with pytest.raises(ConfigurationError, match=r"refused the key \(HTTP 401\)"):
+            wrong_key.paint([request])
