@@ -1,12 +1,17 @@
 """Main-content extraction: an HTML page reduced to clean text, its images, and the passages that
-matter for a query. Pure functions (bytes or text in, values out) over lxml.
+matter for a query. Pure functions (bytes or text in, values out) over lxml; nothing here fetches.
 
-What is dropped: non-content tags (script, style, forms, nav, aside, footer, header outside the
-article...), elements whose ARIA role or class/id names boilerplate (menu, sidebar, cookie, share,
-related...), hidden elements, and link-dense blocks (navigation lists, "read more" links).
+Where to read: `extractors/content_root.py` finds the element that holds the body text (and, inside
+an article, only the body's parts with the headline, byline and lead figure before them).
+What is dropped (`extractors/boilerplate.py`): non-content tags (script, style, nav, aside, footer,
+header outside the article...), hidden elements, boilerplate ARIA roles, class/id names of menus,
+sidebars, banners, share bars, comments (a hint only, when the element holds the body text), and
+link-dense blocks (navigation lists, teaser lists, "read more" links).
 What is kept, in document order: headings as `#`-prefixed lines, paragraphs, list items as `- item`
-(nested lists indented), tables as `a | b | c` rows, and images (absolute URLs, alt text, figure
-captions). Blocks are separated by a blank line.
+(nested lists indented), tables as `a | b | c` rows, figure captions, and images (absolute URLs, alt
+text, captions). Blocks are separated by a blank line. The leading <h1> is the page's `title`, not
+part of `text`; `full_text` puts it back in front, as browse shows it.
+Binary bodies raise `ExtractionError`; a frameset names its frames.
 """
 
 from __future__ import annotations
