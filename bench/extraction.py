@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from extractors.html_extract import extract_main_content, relevant_passages  # noqa: E402
+from extractors.html_extract import extract_main_content  # noqa: E402
+from extractors.passages import relevant_passages  # noqa: E402
 
 DEFAULT_BENCHMARK = ROOT.parent / "shared" / "extraction-benchmark"
 FACTS = ROOT / "tests" / "fixtures" / "facts"

@@ -26,7 +26,8 @@ from lxml import etree
 
 from extractors.boilerplate import INLINE_TAGS, boilerplate_kind
 from extractors.content_root import choose_root, paragraph_chars
-from extractors.local_search import bm25_passage_scores, shorten, tokenize
+from extractors.passages import heading_level
+from extractors.passages import relevant_passages as relevant_passages  # re-exported
 from schemas.errors import ExtractionError
 from schemas.protocols import PageImage
 
@@ -327,10 +328,10 @@ def _drop_orphan_headings(blocks: list[str]) -> list[str]:
     """Headings followed by nothing but deeper-or-equal headings (their section's content was dropped)."""
     kept: list[str] = []
     for number, block in enumerate(blocks):
-        level = _heading_level(block)
+        level = heading_level(block)
         if level:
             following = next((b for b in blocks[number + 1 :]), None)
-            next_level = _heading_level(following) if following is not None else 1
+            next_level = heading_level(following) if following is not None else 1
             if following is None or (next_level and next_level <= level):
                 continue
         kept.append(block)
@@ -358,11 +359,6 @@ def _drop_near_repeats(blocks: list[str]) -> list[str]:
         if lines:
             kept.append("\n".join(lines))
     return kept
-
-
-def _heading_level(block: str) -> int:
-    match = re.match(r"^(#{1,6}) ", block)
-    return len(match.group(1)) if match and "\n" not in block else 0
 
 
 def looks_binary(data: bytes) -> bool:
@@ -413,7 +409,7 @@ def extract_main_content(html: bytes | str, base_url: str, charset: str = "") ->
     writer.flush()
     blocks = _drop_orphan_headings(_drop_near_repeats(_drop_bare_urls(writer.blocks)))
     headline = next(
-        (n for n, block in enumerate(blocks[:HEADLINE_WITHIN_BLOCKS]) if _heading_level(block) == 1), None
+        (n for n, block in enumerate(blocks[:HEADLINE_WITHIN_BLOCKS]) if heading_level(block) == 1), None
     )
     if headline is not None:
         title = blocks.pop(headline)[2:]
@@ -424,64 +420,3 @@ def extract_main_content(html: bytes | str, base_url: str, charset: str = "") ->
         title_element = document.find(".//title")
         title = _inline(title_element.text_content()) if title_element is not None else ""
     return ExtractedPage(title=title, text="\n\n".join(blocks), images=writer.images)
-
-
-# --- relevance ------------------------------------------------------------------------------------
-
-
-def relevant_passages(text: str, query: str, max_chars: int = 4000) -> str:
-    """The blocks of `text` most relevant to `query` (BM25 over blocks, each scored with its section
-    heading), in their original order and with their section headings, within `max_chars`. A page
-    that fits whole is returned whole when anything in it is relevant. "" when nothing is relevant.
-    A query without search terms gets the page's leading blocks."""
-    blocks = [block for block in text.split("\n\n") if block.strip()]
-    if not blocks:
-        return ""
-    if not tokenize(query):
-        return _leading(blocks, max_chars)
-    section_of: list[int] = []
-    current = -1
-    for number, block in enumerate(blocks):
-        if _heading_level(block):
-            current = number
-        section_of.append(current)
-    candidates = [n for n, block in enumerate(blocks) if not _heading_level(block)]
-    scored_text = [
-        (blocks[section_of[n]] + "\n" if section_of[n] >= 0 else "") + blocks[n] for n in candidates
-    ]
-    scores = bm25_passage_scores(query, scored_text)
-    relevant = [(score, n) for score, n in zip(scores, candidates, strict=True) if score > 0]
-    if not relevant:
-        return ""
-    if len(text) <= max_chars:
-        return text
-    chosen: set[int] = set()
-    used = 0
-    for _score, number in sorted(relevant, key=lambda pair: (-pair[0], pair[1])):
-        heading = section_of[number]
-        cost = (
-            len(blocks[number])
-            + 2
-            + (len(blocks[heading]) + 2 if heading >= 0 and heading not in chosen else 0)
-        )
-        if used + cost > max_chars:
-            continue
-        chosen.add(number)
-        if heading >= 0:
-            chosen.add(heading)
-        used += cost
-    if not chosen:
-        best = min(relevant, key=lambda pair: (-pair[0], pair[1]))[1]
-        return shorten(blocks[best], max_chars)
-    return "\n\n".join(blocks[n] for n in sorted(chosen))
-
-
-def _leading(blocks: list[str], max_chars: int) -> str:
-    kept: list[str] = []
-    used = 0
-    for block in blocks:
-        if used + len(block) + 2 > max_chars:
-            break
-        kept.append(block)
-        used += len(block) + 2
-    return "\n\n".join(kept) if kept else shorten(blocks[0], max_chars)
