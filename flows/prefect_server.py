@@ -202,6 +202,7 @@ def prefect_api_for_command(workdir: Path | str) -> Iterator[str | None]:
         )
         previous = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = url  # subprocesses and Ray workers report to it too
+        _refresh_global_settings()  # threads without our context (Prefect's event and log workers)
         try:
             with temporary_settings(updates={PREFECT_API_URL: url}):
                 yield url
@@ -210,8 +211,17 @@ def prefect_api_for_command(workdir: Path | str) -> Iterator[str | None]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+            _refresh_global_settings()
             stop_prefect_server(process)
             record.unlink(missing_ok=True)
+
+
+def _refresh_global_settings() -> None:
+    import prefect.context
+
+    refresh = getattr(prefect.context, "refresh_global_settings_context", None)
+    if refresh is not None:
+        refresh()
 
 
 @contextmanager
