@@ -51,7 +51,12 @@ def make_report(
                 scope = dataclasses.replace(scope, notes=(*scope.notes, note))
             target = output or default_report_path(workspace.root, version, run)
             result = write_report(
-                warehouse, BlobStore(workspace.blobs), scope, target, max_attempts=config.max_attempts
+                warehouse,
+                BlobStore(workspace.blobs),
+                scope,
+                target,
+                max_attempts=config.max_attempts,
+                targets={"sft": config.sizes.sft, "rl": config.sizes.rl},
             )
     finally:
         if database != workspace.database:

@@ -23,7 +23,8 @@ def test_report_command_writes_the_latest_version_and_names_the_page(tmp_path):
     assert result.exit_code == 0, result.output
     page = synthetic.workdir / "reports" / "report-latest.html"
     assert result.output.startswith(f"report: {page} (7 samples, ")
-    assert "version v2" in page.read_text()
+    html = page.read_text()
+    assert "version v2" in html and "kept SFT rows (target 10,000)" in html  # the default sizes
     assert (synthetic.workdir / "reports" / "report-latest_files" / "detail" / "00000.js").exists()
 
     other = tmp_path / "v1.html"
@@ -81,3 +82,15 @@ def test_locked_warehouse_without_a_live_run_is_a_clear_error(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_open_hands_the_page_to_the_browser_and_run_scope(tmp_path, monkeypatch):
+    synthetic = report_fixtures.build(tmp_path / "work", 4)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or True)
+    result = runner.invoke(app, ["report", "-w", str(synthetic.workdir), "--run", "run-2", "--open"])
+    assert result.exit_code == 0, result.output
+    page = synthetic.workdir / "reports" / "report-run-run-2.html"
+    assert opened == [page.resolve().as_uri()]
+    html = page.read_text()
+    assert "run run-2" in html and "costs, seconds and failures are this run" in html

@@ -397,8 +397,11 @@ def write_report(
     *,
     max_attempts: int = 3,
     title: str = "groundgen report",
+    targets: dict[str, int] | None = None,
 ) -> ReportResult:
-    """Write the report page and its folder; return what was written and what is missing."""
+    """Write the report page and its folder; return what was written and what is missing.
+
+    `targets`: the rows per split the config asks for (`sizes.sft`, `sizes.rl`), shown beside the kept rows."""
     started = time.perf_counter()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -443,6 +446,7 @@ def write_report(
     html = render_page(
         {
             "title": title,
+            "targets": targets or {},
             "scope": scope,
             "summary": summary,
             "notes": notes,
