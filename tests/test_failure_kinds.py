@@ -428,3 +428,34 @@ def test_http_painter_errors_have_kinds(monkeypatch):
         wrong_key = HTTPPainter(config, MemoryBlobs(), fingerprint="f", sleep=no_sleep)
         with pytest.raises(ConfigurationError, match=r"refused the key \(HTTP 401\)"):
             wrong_key.paint([request])
+
+
+def test_an_older_warehouse_gets_its_stranded_rows_back(tmp_path):
+    """A warehouse from before failure kinds: its ModelCallError rows (an outage) were transient and
+    no longer strand their rows once migrated; other legacy failures still count."""
+    import gzip
+    import shutil
+    from pathlib import Path
+
+    import duckdb
+
+    fixture = Path(__file__).parent / "fixtures" / "warehouse-v1" / "warehouse.duckdb.gz"
+    database = tmp_path / "warehouse.duckdb"
+    with gzip.open(fixture) as source, open(database, "wb") as target:
+        shutil.copyfileobj(source, target)
+    connection = duckdb.connect(str(database))
+    (writer,), *_ = connection.execute("SELECT DISTINCT writer FROM prompts").fetchall()
+    first, second = [
+        row[0] for row in connection.execute("SELECT id FROM prompts ORDER BY id LIMIT 2").fetchall()
+    ]
+    for attempt in range(1, 4):
+        for prompt_id, error_class in ((first, "ModelCallError"), (second, "ModelOutputError")):
+            connection.execute(
+                "INSERT INTO failures VALUES (?, 'trajectories', ?, ?, 'old', ?, 'run0', now())",
+                [f"{prompt_id}-{attempt}", prompt_id, error_class, attempt],
+            )
+    connection.close()
+    with Warehouse(database) as warehouse:
+        waiting = {p.id for p in pending.pending_prompts(warehouse, writer, "teacher", max_attempts=3)}
+        assert first in waiting, "an outage's legacy ModelCallError failures do not count"
+        assert second not in waiting, "legacy permanent failures still use up attempts"
