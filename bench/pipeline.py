@@ -7,6 +7,7 @@ and prints per-stage wall times and the overhead ratio prefect / direct (target:
 
     python -m bench.pipeline --prompts 1000        # about 20-30 minutes on 2 cores
     python -m bench.pipeline --prompts 100         # a quick look
+    python -m bench.pipeline --prompts 100 --reader   # run time with a reader polling every second vs none
 """
 
 from __future__ import annotations
@@ -54,6 +55,88 @@ def run_prefect(config: Config) -> tuple[float, dict]:
     return time.perf_counter() - started, result
 
 
+READER_QUERY = "SELECT stage, outcome, rows FROM funnel ORDER BY step, outcome"
+
+
+def poll(workdir: str, out: str, stop: str, period: float = 1.0) -> None:
+    """In a separate process: one `groundgen status`-like query per `period` seconds through the same
+    reader the CLI uses, until the file `stop` exists; writes [latency seconds, answered live] to `out`."""
+    import json
+
+    from warehouse.query import WarehouseReader
+
+    database = Path(workdir) / "warehouse.duckdb"
+    samples = []
+    while not Path(stop).exists():
+        if database.exists():
+            started = time.perf_counter()
+            with WarehouseReader(database) as reader:
+                reader.table(READER_QUERY)
+                samples.append([time.perf_counter() - started, reader.live])
+            time.sleep(max(0.0, period - (time.perf_counter() - started)))
+        else:
+            time.sleep(0.05)
+    Path(out).write_text(json.dumps(samples))
+
+
+def run_with_reader(config: Config, root: Path, name: str) -> tuple[float, dict, list]:
+    import json
+    import subprocess
+    import sys
+
+    out, stop = root / f"{name}-latencies.json", root / f"{name}-stop"
+    code = f"from bench.pipeline import poll; poll({str(config.workdir)!r}, {str(out)!r}, {str(stop)!r})"
+    reader = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent)
+    try:
+        seconds, result = run_prefect(config)
+    finally:
+        stop.touch()
+        reader.wait(timeout=120)
+    return seconds, result, json.loads(out.read_text())
+
+
+def reader_overhead(root: Path, prompts: int, batch_size: int, rounds: int) -> None:
+    """The same run with a reader polling every second and with none, alternating which goes first."""
+    import statistics
+
+    plain_total = reader_total = 0.0
+    samples: list = []
+    print(f"\n{'round':<7}{'no reader s':>13}{'reader s':>10}{'ratio':>8}{'queries':>9}")
+    for number in range(rounds):
+        plain_config = config_for(root / f"plain{number}", prompts, batch_size)
+        reader_config = config_for(root / f"reader{number}", prompts, batch_size)
+        if number % 2 == 0:
+            plain_seconds, plain = run_prefect(plain_config)
+            reader_seconds, read, latencies = run_with_reader(reader_config, root, f"reader{number}")
+        else:
+            reader_seconds, read, latencies = run_with_reader(reader_config, root, f"reader{number}")
+            plain_seconds, plain = run_prefect(plain_config)
+        same = plain["version"] == read["version"] or (
+            plain["version"]
+            and read["version"]
+            and plain["version"]["sft_rows"] == read["version"]["sft_rows"]
+        )
+        assert same, "the run with a reader wrote different rows"
+        plain_total += plain_seconds
+        reader_total += reader_seconds
+        samples += latencies
+        ratio = reader_seconds / plain_seconds
+        print(f"{number:<7}{plain_seconds:>13.2f}{reader_seconds:>10.2f}{ratio:>8.3f}{len(latencies):>9}")
+    overhead = reader_total / plain_total
+    live = [seconds for seconds, answered_live in samples if answered_live]
+    print(
+        f"\nreader overhead (run with a reader polling every second / run without): {overhead:.3f}  "
+        f"({(overhead - 1) * 100:+.1f}%, target ≤ +5%)"
+    )
+    if samples:
+        all_ms = sorted(seconds * 1000 for seconds, _ in samples)
+        print(
+            f"query latency during the run: median {statistics.median(all_ms):.1f} ms, "
+            f"p90 {all_ms[int(0.9 * (len(all_ms) - 1))]:.1f} ms, max {all_ms[-1]:.1f} ms over {len(samples)} "
+            f"queries ({len(live)} answered by the running process over its socket)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,6 +144,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=1000, help="prompts (and trajectories) per run")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument(
+        "--reader", action="store_true", help="compare runs with a reader polling every second and without"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="--reader: pairs of runs (order alternates)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="groundgen-bench-"))
@@ -70,6 +157,11 @@ def main() -> None:
 
     # warm-up: load the corpus, build the search index and the tiny pipeline once, start Prefect's server
     run_prefect(config_for(root / "warmup", 8, args.batch_size))
+    if args.reader:
+        reader_overhead(root, args.prompts, args.batch_size, args.rounds)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        return
 
     direct_seconds, direct = run_direct(config_for(root / "direct", args.prompts, args.batch_size))
     prefect_seconds, prefect = run_prefect(config_for(root / "prefect", args.prompts, args.batch_size))

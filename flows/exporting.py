@@ -132,12 +132,17 @@ def export_now(
     """`groundgen export`: a new version when the data changed, then the training format if asked."""
     from pathlib import Path
 
+    from flows.live_status import serve_readers
     from flows.worklock import work_lock
     from warehouse.verl_format import required_facts
 
     workspace = Workspace(config.workdir)
     facts = None
-    with work_lock(workspace.root, "export"), Warehouse(workspace.database) as warehouse:
+    with (
+        work_lock(workspace.root, "export"),
+        Warehouse(workspace.database) as warehouse,
+        serve_readers(warehouse, workspace.root),  # `groundgen sql` answers meanwhile
+    ):
         close_dead_runs(warehouse, lock_held=True)
         row, new = export_current(warehouse, config, version)
         if output_format == "verl":
