@@ -216,7 +216,9 @@ class Config(Section):
     workdir: Path = Path("groundgen-data")
     batch_size: int = Field(64, ge=1, description="rows per task")
     max_attempts: int = Field(
-        3, ge=1, description="permanent failures per row before it is left failed (transient ones never count)"
+        3,
+        ge=1,
+        description="permanent failures per row before it is left failed (transient ones never count)",
     )
     runner: str = Field("threads", description="'threads', 'ray' or 'ray:ADDRESS'")
     sizes: SizesConfig = SizesConfig()
@@ -251,7 +253,9 @@ class Config(Section):
     def _known_runner(cls, value: str) -> str:
         if value in ("threads", "ray") or (value.startswith("ray:") and value[4:]):
             return value
-        raise ValueError(f"unknown runner {value!r}; use threads, ray or ray:ADDRESS (e.g. ray:10.0.0.5:6379)")
+        raise ValueError(
+            f"unknown runner {value!r}; use threads, ray or ray:ADDRESS (e.g. ray:10.0.0.5:6379)"
+        )
 
     @model_validator(mode="after")
     def _runnable(self) -> Config:
@@ -314,7 +318,9 @@ def runtime_problems(config: Config) -> list[str]:
         problems.append(f"topics.source = {topics.source!r} needs topics.urls (feed or API URLs)")
     for role in ("writer", "teacher", "judge"):
         if getattr(config, role).kind == "llm" and getattr(config.llm, role) is None:
-            problems.append(f"{role}.kind = 'llm' needs an [llm.{role}] section (base_url, model, api_key_env)")
+            problems.append(
+                f"{role}.kind = 'llm' needs an [llm.{role}] section (base_url, model, api_key_env)"
+            )
     if config.search.provider == "searxng" and not config.search.base_url:
         problems.append("search.provider = 'searxng' needs search.base_url (the instance's address)")
     if config.search.provider == "serper" and not config.search.api_key_env:
