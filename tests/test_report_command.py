@@ -94,3 +94,10 @@ def test_open_hands_the_page_to_the_browser_and_run_scope(tmp_path, monkeypatch)
     assert opened == [page.resolve().as_uri()]
     html = page.read_text()
     assert "run run-2" in html and "costs, seconds and failures are this run" in html
+
+
+def test_status_points_to_the_report(tmp_path):
+    synthetic = report_fixtures.build(tmp_path / "work", 2)
+    result = runner.invoke(app, ["status", "-w", str(synthetic.workdir)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"report: groundgen report -w {synthetic.workdir} --open (funnel, costs" in result.output
