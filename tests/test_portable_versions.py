@@ -62,6 +62,8 @@ def test_a_moved_work_directory_exports_every_format_with_the_same_bytes(tmp_pat
     after = export_all(moved, tmp_path / "out-moved")
     assert all(before[name] for name in before)
     assert after == before
+    status = cli("status", "-w", str(moved))
+    assert status.exit_code == 0 and "v1" in status.output, status.output
 
 
 def test_a_version_stored_with_an_absolute_path_is_migrated_to_a_relative_one(tmp_path):
