@@ -148,7 +148,10 @@ def test_run_with_llm_backends_produces_a_version(clean_run):
     for trajectory in trajectories:
         assert trajectory["ending"] == "answer"
         assert [call["name"] for call in trajectory["tool_calls"]] == ["search", "browse", "image_search"]
-        assert trajectory["chosen_references"], "the answer chose IMG ids from image_search"
+        # the policy chooses every IMG id the image search listed; the offline catalogue lists only
+        # images whose captions match the subject, often none (then the answer chooses none)
+        chosen = [reference["img_id"] for reference in trajectory["chosen_references"]]
+        assert chosen == [reference["img_id"] for reference in trajectory["references"]]
         assert trajectory["model_calls"] == 4
         assert trajectory["prompt_tokens"] > 0 and trajectory["completion_tokens"] > 0
     judgements = rows(workdir, "judgements")
