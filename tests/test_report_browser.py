@@ -120,6 +120,9 @@ def test_report_in_chromium(browser, report):
             "#gallery-grid details.turn > summary", "n => n.map(x => x.textContent)"
         )
         assert turns[0] == "#0 system: system" and any("think + tool call" in t for t in turns)
+        page.click("#gallery-grid button.expand-all")
+        assert page.eval_on_selector_all("#gallery-grid details.turn", "n => n.every(d => d.open)")
+        assert report_fixtures.HOSTILE_PROMPT in page.inner_text("#gallery-grid details.turn-user pre")
         assert page.evaluate("() => window.__xss") is None
 
         page.select_option("#filter-category", "")

@@ -71,6 +71,14 @@
       container.appendChild(el("p", "empty", "The trajectory file of this sample is missing next to the report."));
       return;
     }
+    var toggle = el("button", "expand-all", "expand all turns");
+    toggle.type = "button";
+    toggle.addEventListener("click", function () {
+      var open = toggle.textContent === "expand all turns";
+      container.querySelectorAll("details.turn").forEach(function (node) { node.open = open; });
+      toggle.textContent = open ? "collapse all turns" : "expand all turns";
+    });
+    container.appendChild(toggle);
     payload.rows[row[F.id]].forEach(function (turn, number) {
       var details = el("details", "turn turn-" + turn[0]);
       var parts = turn[0] === "system" ? [["system", payload.systems[turn[1]]]] : turn[1];
