@@ -366,6 +366,8 @@ def looks_binary(data: bytes) -> bool:
     first 4 KiB are control characters: not a page, whatever its content type says."""
     if data.startswith(BINARY_MAGIC):
         return True
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return False  # UTF-16 text: every other byte of ASCII is a NUL
     head = data[:4096]
     if len(head) < MIN_BINARY_SNIFF_BYTES:
         return False

@@ -149,6 +149,14 @@ def test_binary_served_as_html(body: bytes):
         browse(body)
 
 
+def test_utf16_page_is_text_not_binary():
+    page = "<html><body><p>Grüße aus Köln, 12 € das Stück.</p></body></html>" * 20
+    for encoding in ("utf-16", "utf-16-be"):
+        body = page.encode(encoding) if encoding == "utf-16" else b"\xfe\xff" + page.encode(encoding)
+        assert not looks_binary(body)
+        assert timed_extract(body).text.startswith("Grüße aus Köln, 12 € das Stück.")
+
+
 def test_control_characters_in_a_short_page_are_not_binary():
     assert not looks_binary(b"\x00\x01<p>ok</p>")
     assert not looks_binary("<p>Grüße aus Köln – 10 €</p>".encode() * 100)
