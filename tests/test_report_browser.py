@@ -13,6 +13,7 @@ import pytest
 
 from tests import report_fixtures
 from warehouse import report_data as data
+from warehouse import report_gallery as gallery
 from warehouse.blobs import BlobStore
 from warehouse.report import write_report
 from warehouse.store import Warehouse
@@ -49,7 +50,7 @@ def report(tmp_path_factory):
         scope = data.resolve_scope(warehouse)
         result = write_report(warehouse, BlobStore(synthetic.blobs), scope, root / "site" / "report.html")
         funnel = {(row["stage"], row["outcome"]): row["rows"] for row in data.funnel_rows(warehouse)}
-        samples = data.gallery_samples(warehouse, scope)
+        samples = gallery.gallery_samples(warehouse, scope)
     return result, funnel, samples
 
 

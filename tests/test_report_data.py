@@ -10,6 +10,7 @@ from schemas import rows as rows_module
 from schemas.rows import Failure, Sample, Version
 from tests import report_fixtures
 from warehouse import report_data as data
+from warehouse import report_gallery as gallery
 from warehouse.blobs import BlobStore
 from warehouse.report import json_for_html, write_report
 from warehouse.store import Warehouse
@@ -178,7 +179,7 @@ def test_usage_cost_and_seconds_per_run_come_from_counts_json(warehouse):
 
 def test_gallery_rows_and_trajectory_turns(warehouse):
     scope = data.resolve_scope(warehouse)
-    samples = data.gallery_samples(warehouse, scope)
+    samples = gallery.gallery_samples(warehouse, scope)
     where, parameters = scope.samples_where()
     assert len(samples) == sql(warehouse, f"SELECT count(*) FROM samples s WHERE {where}", parameters)[0][0]
     assert [s.status for s in samples] == sorted((s.status for s in samples), reverse=True)  # kept first
@@ -186,7 +187,7 @@ def test_gallery_rows_and_trajectory_turns(warehouse):
     assert [ref["img_id"] for ref in one.references] == ["IMG_001", "IMG_002"]
     assert one.references[0]["title"] == report_fixtures.HOSTILE_TITLE and one.references[0]["sha256"]
     assert one.references[1]["title"] == "Reference photo 2"
-    turns = data.trajectory_turns(one.messages)
+    turns = gallery.trajectory_turns(one.messages)
     assert [turn["role"] for turn in turns] == [
         "system",
         "user",
@@ -201,19 +202,19 @@ def test_gallery_rows_and_trajectory_turns(warehouse):
     assert turns[3]["parts"][0][0] == "tool response"
     assert turns[5]["image_ids"] == ["IMG_001", "IMG_002"]
     assert [kind for kind, _ in turns[6]["parts"]] == ["think", "answer"]
-    assert data.trajectory_turns([{"role": "assistant", "content": "free text <think>x</think> tail"}])[0][
+    assert gallery.trajectory_turns([{"role": "assistant", "content": "free text <think>x</think> tail"}])[0][
         "parts"
     ] == [("text", "free text"), ("think", "x"), ("text", "tail")]
 
 
 def test_version_diff_from_the_manifest(warehouse):
-    diff = data.version_diff(warehouse, data.resolve_scope(warehouse, version="v2"))
+    diff = gallery.version_diff(warehouse, data.resolve_scope(warehouse, version="v2"))
     assert diff["parent"] == "v1"
     added = diff["configs"]["sft"]["added"] + diff["configs"]["rl"]["added"]
     removed = diff["configs"]["sft"]["removed"] + diff["configs"]["rl"]["removed"]
     assert sorted(removed) == ["sample-00000"]
     assert len(added) == 3
-    assert data.version_diff(warehouse, data.resolve_scope(warehouse, run="run-1")) is None
+    assert gallery.version_diff(warehouse, data.resolve_scope(warehouse, run="run-1")) is None
 
 
 def test_json_for_html_cannot_close_the_script_element():
@@ -318,7 +319,7 @@ def test_hostile_strings_never_reach_the_page_as_markup(tmp_path, synthetic):
 def test_dropped_sample_keeps_its_reason_in_the_gallery(warehouse, tmp_path):
     dropped = warehouse.rows(Sample, "status = 'dropped'")
     scope = data.resolve_scope(warehouse)
-    by_id = {s.id: s for s in data.gallery_samples(warehouse, scope)}
+    by_id = {s.id: s for s in gallery.gallery_samples(warehouse, scope)}
     for row in dropped:
         assert by_id[row.id].reason == row.reason
 

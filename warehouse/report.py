@@ -9,8 +9,9 @@ report_files/
 
 Readable from disk with no server and no network: nothing is fetched (a Content-Security-Policy
 forbids it), every warehouse string reaches the page as escaped text or JSON read with `textContent`
-(model output is hostile input). Queries live in `warehouse.report_data`, charts in
-`warehouse.report_charts`; this module renders and writes files.
+(model output is hostile input). Queries live in `warehouse.report_data` and
+`warehouse.report_gallery`, charts in `warehouse.report_charts`, thumbnails in
+`warehouse.report_thumbs`; this module renders and writes files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +28,14 @@ from typing import Any
 
 from warehouse import report_charts as charts
 from warehouse import report_data as data
+from warehouse import report_gallery as gallery
 from warehouse.blobs import BlobStore
+from warehouse.report_thumbs import Thumbnails, make_thumbnails, thumbnail_src
 from warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).parent / "templates"
 DETAIL_CHUNK = 100
 PAGE_SIZE = 24
-THUMB_SIDE = 192
 DIFF_LIST_LIMIT = 500
 
 
@@ -73,106 +74,6 @@ def svg_data_uri(figure: Any) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(charts.to_svg(figure).encode()).decode()
 
 
-# --- thumbnails -----------------------------------------------------------------------------------
-
-
-WEB_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp"}
-LINK_MAX_BYTES = 24_000  # a small web image is used as it is (hard link or copy), not re-encoded
-
-
-@dataclass
-class Thumbnails:
-    names: dict[str, str] = field(default_factory=dict)  # sha256 -> file name in the thumbs folder
-    problems: dict[str, str] = field(default_factory=dict)  # sha256 -> "missing" or "unreadable (...)"
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    temp = target.with_name(target.name + ".tmp")
-    temp.unlink(missing_ok=True)
-    try:
-        os.link(source, temp)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(source, temp)
-    os.replace(temp, target)
-
-
-def make_thumbnail(source: Path, folder: Path, sha: str, side: int = THUMB_SIDE) -> tuple[str, str]:
-    """Make the thumbnail of blob `sha` in `folder`: (file name, "") or ("", why it could not be).
-
-    An image already small enough in a web format is decoded (to check it) and linked as it is;
-    anything else becomes a JPEG at most `side` pixels wide and high."""
-    if not source.exists():
-        return "", "missing"
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(source) as image:
-            extension = WEB_FORMATS.get(image.format or "")
-            if extension and max(image.size) <= side and source.stat().st_size <= LINK_MAX_BYTES:
-                if image.format == "PNG":
-                    image.verify()  # chunk checksums: a truncated or corrupt PNG fails here, not in the page
-                else:
-                    image.load()
-                _link_or_copy(source, folder / f"{sha}{extension}")
-                return f"{sha}{extension}", ""
-            if image.format == "JPEG":
-                image.draft("RGB", (side, side))  # decode at a reduced scale: much less work
-            image.thumbnail((side, side), reducing_gap=2.0)
-            rgb = image.convert("RGB")
-        temp = folder / f"{sha}.jpg.tmp"
-        rgb.save(temp, format="JPEG", quality=82)
-        os.replace(temp, folder / f"{sha}.jpg")
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as error:  # Pillow: SyntaxError = broken PNG
-        return "", f"unreadable ({error.__class__.__name__})"
-    return f"{sha}.jpg", ""
-
-
-def make_thumbnails(blobs: BlobStore, shas: set[str], folder: Path) -> Thumbnails:
-    """Thumbnails for every sha256, reusing those an earlier report left in `folder` (blobs never
-    change). New ones are made on a few threads, each over its own share of the images."""
-    folder.mkdir(parents=True, exist_ok=True)
-    result = Thumbnails()
-    present = {name.split(".", 1)[0]: name for name in os.listdir(folder) if not name.endswith(".tmp")}
-    todo = []
-    for sha in sorted(sha for sha in shas if sha):
-        if sha in present:
-            result.names[sha] = present[sha]
-            continue
-        try:
-            todo.append((sha, blobs.path(sha)))
-        except ValueError:
-            result.problems[sha] = "unreadable (not a sha256)"
-
-    def work(share: list[tuple[str, Path]]) -> list[tuple[str, str, str]]:
-        return [(sha, *make_thumbnail(source, folder, sha)) for sha, source in share]
-
-    workers = max(1, min(4, os.cpu_count() or 1, len(todo)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done in pool.map(work, [todo[i::workers] for i in range(workers)]):
-            for sha, name, problem in done:
-                if name:
-                    result.names[sha] = name
-                else:
-                    result.problems[sha] = problem
-    return result
-
-
-def _thumb(sha: str, thumbs: Thumbnails, base: str) -> tuple[str, str]:
-    if not sha:
-        return "", "no image"
-    if sha in thumbs.names:
-        return f"{base}/thumbs/{thumbs.names[sha]}", ""
-    problem = thumbs.problems.get(sha, "missing")
-    if problem == "missing":
-        return "", f"image missing: blob {sha[:12]}… is not in the store"
-    return "", f"image {problem}: blob {sha[:12]}…"
-
-
 # --- gallery --------------------------------------------------------------------------------------
 
 INDEX_FIELDS = (
@@ -196,14 +97,14 @@ INDEX_FIELDS = (
 )
 
 
-def gallery_index(samples: list[data.GallerySample], thumbs: Thumbnails, base: str) -> list[list[Any]]:
+def gallery_index(samples: list[gallery.GallerySample], thumbs: Thumbnails, base: str) -> list[list[Any]]:
     rows = []
     for number, sample in enumerate(samples):
-        gt, gt_note = _thumb(sample.gt_sha256, thumbs, base)
+        gt, gt_note = thumbnail_src(sample.gt_sha256, thumbs, base)
         if not sample.gt_sha256:
             gt_note = "no ground-truth image (the row was dropped before painting)"
         refs = [
-            [ref["title"], _thumb(ref["sha256"], thumbs, base)[0], ref["img_id"], ref["note"]]
+            [ref["title"], thumbnail_src(ref["sha256"], thumbs, base)[0], ref["img_id"], ref["note"]]
             for ref in sample.references
         ]
         turns = sum(1 for message in sample.messages if message.get("role") != "system")
@@ -232,7 +133,7 @@ def gallery_index(samples: list[data.GallerySample], thumbs: Thumbnails, base: s
     return rows
 
 
-def write_detail_chunks(samples: list[data.GallerySample], folder: Path) -> int:
+def write_detail_chunks(samples: list[gallery.GallerySample], folder: Path) -> int:
     """Trajectories as `detail/NNNNN.js`, each calling groundgenDetail(chunk, {systems, rows})."""
     folder.mkdir(parents=True, exist_ok=True)
     chunks = 0
@@ -241,7 +142,7 @@ def write_detail_chunks(samples: list[data.GallerySample], folder: Path) -> int:
         rows: dict[str, Any] = {}
         for sample in samples[start : start + DETAIL_CHUNK]:
             turns = []
-            for turn in data.trajectory_turns(sample.messages):
+            for turn in gallery.trajectory_turns(sample.messages):
                 if turn["role"] == "system":
                     text = turn["parts"][0][1]
                     if text not in systems:
@@ -358,7 +259,7 @@ def _chart_sections(warehouse: Warehouse, scope: data.ReportScope, max_attempts:
 
 
 def _diff(warehouse: Warehouse, scope: data.ReportScope) -> dict[str, Any] | None:
-    diff = data.version_diff(warehouse, scope)
+    diff = gallery.version_diff(warehouse, scope)
     if diff is None:
         return None
     shown = [
@@ -367,7 +268,7 @@ def _diff(warehouse: Warehouse, scope: data.ReportScope) -> dict[str, Any] | Non
         for key in ("added", "removed")
         for row_id in config[key][:DIFF_LIST_LIMIT]
     ]
-    diff["titles"] = data.sample_titles(warehouse, shown)
+    diff["titles"] = gallery.sample_titles(warehouse, shown)
     diff["limit"] = DIFF_LIST_LIMIT
     return diff
 
@@ -406,7 +307,7 @@ def write_report(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     assets = assets_folder(output)
-    samples = data.gallery_samples(warehouse, scope)
+    samples = gallery.gallery_samples(warehouse, scope)
     shas = {sample.gt_sha256 for sample in samples} | {
         ref["sha256"] for sample in samples for ref in sample.references
     }
