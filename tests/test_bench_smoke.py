@@ -58,3 +58,12 @@ def test_export_bench_alternates_reps_and_prints_both_memory_measures():
     output = run_bench("bench.export", "--rows", "32", "--reps", "2")
     assert re.search(r"groundgen: 32 rows, median [\d.]+s of 2 reps", output), output
     assert re.search(r"peak anonymous RSS ratio groundgen/datasets: \d+\.\d\d", output), output
+
+
+def test_report_bench_prints_ratios_against_the_budget():
+    output = run_bench("bench.report", "--samples", "40", "--browser-runs", "1")
+    assert re.search(r"generation time / budget \(30 s\): \d+\.\d{3} wall, \d+\.\d{3} CPU", output), output
+    assert re.search(r"size / budget \(300 MB\): \d+\.\d{3}", output), output
+    assert re.search(
+        r"first page / budget \(2 s\): \d+\.\d{3}|first gallery page in Chromium: skipped", output
+    )
