@@ -116,6 +116,29 @@ def test_a_slow_reader_is_stopped_at_its_bound_and_never_blocks_the_writer(tmp_p
     assert not socket_path(workdir).exists()
 
 
+def test_a_run_that_ends_during_a_query_interrupts_it_and_the_reader_goes_on_alone(tmp_path):
+    workdir = tmp_path / "data"
+    warehouse = Warehouse(workdir / "warehouse.duckdb")
+    warehouse.insert(topics(0, 5))
+    server = LiveQueryServer(warehouse.connection, socket_path(workdir), query_timeout=60).start()
+    outcome: dict[str, str] = {}
+
+    def slow_reader() -> None:
+        try:  # asks the run, is cut off when it ends, then reads the file itself until its time-out
+            run_query(workdir / "warehouse.duckdb", "select count(*) from range(100000000000)", timeout=4)
+        except QueryError as error:
+            outcome["error"] = str(error)
+
+    thread = threading.Thread(target=slow_reader)
+    thread.start()
+    time.sleep(0.5)
+    server.stop()  # interrupts the query in flight and waits for it
+    warehouse.close()
+    thread.join(timeout=30)
+    assert outcome["error"] == "the query ran past its 4 s time-out and was stopped"
+    assert run_query(workdir / "warehouse.duckdb", "select count(*) n from topics").to_pylist() == [{"n": 5}]
+
+
 def test_a_reader_that_cannot_get_in_says_what_runs_and_how_long_it_waited(tmp_path):
     workdir = tmp_path / "data"
     with Warehouse(workdir / "warehouse.duckdb") as warehouse:

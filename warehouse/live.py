@@ -81,6 +81,9 @@ class LiveQueryServer:
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self._cursors: set[duckdb.DuckDBPyConnection] = set()  # requests in flight
+        self._handlers: set[threading.Thread] = set()
         self.served = 0
 
     def start(self) -> LiveQueryServer:
@@ -100,12 +103,31 @@ class LiveQueryServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening, interrupt requests in flight and wait for them: the writer may then close
+        its connection (no cursor of it is left running)."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._listener is not None:
             self._listener.close()
         self.path.unlink(missing_ok=True)
+        with self._guard:
+            cursors, handlers = list(self._cursors), list(self._handlers)
+        for cursor in cursors:
+            cursor.interrupt()
+        for handler in handlers:
+            handler.join(timeout=10)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self.connection.cursor()
+        with self._guard:
+            self._cursors.add(cursor)
+        return cursor
+
+    def _release(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with self._guard:
+            self._cursors.discard(cursor)
+        cursor.close()
 
     def _accept_loop(self) -> None:
         assert self._listener is not None
@@ -116,7 +138,10 @@ class LiveQueryServer:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            handler = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            with self._guard:
+                self._handlers = {thread for thread in self._handlers if thread.is_alive()} | {handler}
+            handler.start()
 
     def _serve(self, client: socket.socket) -> None:
         with client:
@@ -145,7 +170,7 @@ class LiveQueryServer:
         if not self._slots.acquire(timeout=limit):
             _send_header(client, _error(f"{MAX_CONCURRENT_QUERIES} queries are already running", "timeout"))
             return
-        cursor = self.connection.cursor()
+        cursor = self._cursor()
         timer = threading.Timer(limit, cursor.interrupt)
         try:
             statements = cursor.extract_statements(sql)
@@ -166,9 +191,12 @@ class LiveQueryServer:
                 for batch in reader:
                     writer.write_batch(batch)
         except duckdb.InterruptException:
-            _send_header(
-                client, _error(f"the query ran past its {limit:g} s time-out and was stopped", "timeout")
-            )
+            if self._stopping.is_set():  # the client asks again: the file is free in a moment
+                _send_header(client, _error("the writer finished while the query ran", "unavailable"))
+            else:
+                _send_header(
+                    client, _error(f"the query ran past its {limit:g} s time-out and was stopped", "timeout")
+                )
         except duckdb.Error as error:
             _send_header(client, _error(f"query failed: {error}", "sql"))
         finally:
@@ -177,7 +205,7 @@ class LiveQueryServer:
                 cursor.execute("ROLLBACK")
             except duckdb.Error:
                 pass
-            cursor.close()
+            self._release(cursor)
             self._slots.release()
 
     def _snapshot(self, client: socket.socket, target: Path) -> None:
@@ -185,7 +213,7 @@ class LiveQueryServer:
         started = time.perf_counter()
         partial = target.with_name(target.name + ".partial")
         partial.unlink(missing_ok=True)
-        cursor = self.connection.cursor()
+        cursor = self._cursor()
         alias = f"snapshot_{os.getpid()}_{threading.get_ident()}"
         try:
             source = cursor.execute("SELECT current_database()").fetchall()[0][0]
@@ -197,10 +225,11 @@ class LiveQueryServer:
             os.replace(partial, target)
         except duckdb.Error as error:
             partial.unlink(missing_ok=True)
-            _send_header(client, _error(f"snapshot failed: {error}", "sql"))
+            kind = "unavailable" if self._stopping.is_set() else "sql"
+            _send_header(client, _error(f"snapshot failed: {error}", kind))
             return
         finally:
-            cursor.close()
+            self._release(cursor)
         seconds = round(time.perf_counter() - started, 3)
         _send_header(client, {"ok": True, "path": str(target), "seconds": seconds})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -111,11 +112,17 @@ class WarehouseReader:
 
     def _direct(self, query: str) -> pa.Table:
         assert self._connection is not None
+        timer = threading.Timer(self.timeout, self._connection.interrupt)
+        timer.start()
         try:
             relation = self._connection.sql(query)
             return relation.to_arrow_table() if relation is not None else pa.table({})
+        except duckdb.InterruptException as error:
+            raise QueryError(f"the query ran past its {self.timeout:g} s time-out and was stopped") from error
         except duckdb.Error as error:
             raise QueryError(f"query failed: {error}") from error
+        finally:
+            timer.cancel()
 
     def _busy_message(self, holder: dict[str, Any], waited: float, last_error: str) -> str:
         if holder:
