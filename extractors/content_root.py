@@ -24,6 +24,10 @@ HINTED_WEIGHT = 0.3
 SIBLING_SHARE = 0.2
 MIN_SIBLING_SCORE = 10
 MIN_SIBLING_PARAGRAPH_CHARS = 80
+SUBHEADING_TAGS = frozenset({"h2", "h3", "h4", "h5", "h6"})
+WRAPPER_TAGS = frozenset({"div", "section"})
+WRAPPED_DATA_TAGS = ("table", "dl")
+DATA_BLOCK_TAGS = frozenset({"table", "ul", "ol", "dl", "figure", "pre"})  # kept beside the body
 LEAD_TAGS = frozenset({"h1", "h2", "h3", "figure", "time"})
 MAX_LEAD_CHARS = 150
 PARTS_SHARE = 0.9  # read only the body's parts when they hold this share of the article's text
@@ -140,19 +144,45 @@ def body_parts(
             break
         before: list[etree._Element] = []
         after: list[etree._Element] = []
-        seen = False
-        for sibling in parent:
-            if sibling is child:
-                seen = True
-                continue
-            keep = scores.get(sibling, 0.0) >= threshold or (
-                tag_of(sibling) == "p" and _length(sibling.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS
-            )
-            if keep or (not seen and _is_lead(sibling)):
+        siblings = [sibling for sibling in parent if sibling is not child]
+        position = next(n for n, sibling in enumerate(parent) if sibling is child)
+        kept = [_is_body_sibling(sibling, threshold, scores) for sibling in siblings]
+        for number, sibling in enumerate(siblings):
+            seen = number >= position
+            keep = kept[number] or (not seen and _is_lead(sibling))
+            # a heading that introduces a kept table or list ("Key figures")
+            if not keep and tag_of(sibling) in SUBHEADING_TAGS and number + 1 < len(siblings):
+                keep = kept[number + 1] and number + 1 != position
+            if keep:
                 (after if seen else before).append(sibling)
         parts = [*before, *parts, *after]
         child = parent
     return parts
+
+
+def _is_body_sibling(element: etree._Element, threshold: float, scores: dict[etree._Element, float]) -> bool:
+    """A sibling of the body holder that is body too: scored text, a long paragraph, or a table,
+    list or figure (alone or in a wrapper) that is not a list of links."""
+    tag = tag_of(element)
+    if scores.get(element, 0.0) >= threshold:
+        return True
+    if tag == "p":
+        return _length(element.text_content()) >= MIN_SIBLING_PARAGRAPH_CHARS
+    if tag in DATA_BLOCK_TAGS:
+        return not _link_heavy(element)
+    if tag not in WRAPPER_TAGS:
+        return False
+    # a wrapper that is mostly a table (`<div class="table-wrap">`)
+    text = _length(element.text_content())
+    table_text = sum(_length(table.text_content()) for table in element.iter(*WRAPPED_DATA_TAGS))
+    return table_text * 2 >= text > 0 and not _link_heavy(element)
+
+
+def _link_heavy(element: etree._Element) -> bool:
+    """Half or more of the text is link text (teaser and tag lists)."""
+    text = _length(element.text_content())
+    link_chars = sum(_length(link.text_content()) for link in element.iter("a"))
+    return not text or link_chars * 2 >= text
 
 
 def _is_lead(element: etree._Element) -> bool:
@@ -167,8 +197,7 @@ def _is_lead(element: etree._Element) -> bool:
         return False
     if element.find(".//time") is None and not _YEAR.search(content):
         return False
-    link_chars = sum(_length(link.text_content()) for link in element.iter("a"))
-    return link_chars * 2 < text
+    return not _link_heavy(element)
 
 
 def choose_root(document: etree._Element) -> ContentRoot:
