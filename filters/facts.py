@@ -106,10 +106,12 @@ def fold(text: str) -> str:
 
 
 def name_tokens(text: str) -> list[str]:
-    """Folded word tokens with possessives and plural 's' removed, for comparing names."""
+    """Folded word tokens with possessives and plural endings removed, for comparing names."""
     tokens = []
     for token in re.findall(r"\w+", re.sub(r"['’]s\b", "", fold(text))):
-        if len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
+        if len(token) > 4 and token.endswith("ies"):
+            token = token[:-3] + "y"  # butterflies -> butterfly
+        elif len(token) > 3 and token.endswith("s") and not token.endswith("ss"):
             token = token[:-1]
         tokens.append(token)
     return tokens

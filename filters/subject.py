@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from filters.evidence import names_any, url_words
-from filters.facts import extract_facts, fold
+from filters.facts import extract_facts, fold, name_tokens
 from schemas.rows import Evidence, Prompt, ReferenceImage, Trajectory
 
 NON_SUBJECT_NAMES = {"verified"}  # words the scripted teacher's template capitalises
@@ -61,10 +61,12 @@ def subject_match(
 ) -> float | None:
     """1.0 when the answer is about the subject, 0.0 when it is about something else; None without subjects.
 
-    The teacher's own text (the gen_prompt less a copy of the task prompt) must name a subject when it
-    names anything at all; and of the facts a tool response supports, at least one must come from a
-    source about a subject (a hit, page or image whose title or URL names it). The score is the share
-    of supported facts from such sources when the text names the subject, else 0."""
+    The score is the share of the gen_prompt's supported facts whose source (the hit, page or image
+    stating it) names a subject, in its title, URL or text: facts taken from pages about something
+    else make an answer about something else. Before that, the teacher's own text (the gen_prompt
+    less a copy of the task prompt), when it names anything, must share a word with a subject's
+    name ("Chaplin" for "Charlie Chaplin", "Quechua language family" for "Quechuan languages");
+    otherwise the score is 0."""
     aliases = subject_aliases(subjects)
     if not aliases or not trajectory.gen_prompt.strip():
         return None
@@ -72,12 +74,18 @@ def subject_match(
     names = [
         fact for fact in extract_facts(own).facts if fact.kind == "name" and fact.key not in NON_SUBJECT_NAMES
     ]
-    if names and not names_any(own, aliases):
+    if names and not shares_a_word(own, aliases):
         return 0.0
     supported = [row for row in evidence if row.supported]
     if not supported:
         return 1.0
     return round(sum(row.about_subject for row in supported) / len(supported), 4)
+
+
+def shares_a_word(text: str, aliases: Sequence[str]) -> bool:
+    """Whether `text` holds a significant word (4+ letters) of one of `aliases` (a loose naming)."""
+    words = set(name_tokens(text))
+    return any(len(token) >= 4 and token in words for alias in aliases for token in name_tokens(alias))
 
 
 def reference_metadata(reference: ReferenceImage) -> str:

@@ -375,3 +375,45 @@ def test_a_multi_hop_partner_missing_from_topics_is_found_among_linked_titles() 
     assert prompt_subjects(prompt, topics) == ["Neil Armstrong", "Apollo 11", "Buzz Aldrin"]
     topics["partner"] = ("Apollo 11", [])
     assert prompt_subjects(prompt, topics) == ["Neil Armstrong", "Apollo 11"]
+
+
+@pytest.mark.parametrize(
+    ("subject", "own_text", "source_url"),
+    [
+        (
+            "Charlie Chaplin",
+            "Sir Charles Spencer Chaplin Jr. was an English comic actor in 1977.",
+            "Charlie_Chaplin",
+        ),
+        (
+            "D. W. Griffith",
+            "David Wark Griffith was an American film director born in 1875.",
+            "D._W._Griffith",
+        ),
+        (
+            "Swallowtail butterfly",
+            "Swallowtail butterflies include over 550 species.",
+            "Swallowtail_butterfly",
+        ),
+        (
+            "Quechuan languages",
+            "Quechua is a language family; 13.9% of Peruvians speak it.",
+            "Quechuan_languages",
+        ),
+    ],
+)
+def test_a_subject_named_another_way_still_matches(subject: str, own_text: str, source_url: str) -> None:
+    task = f"Create a poster of {subject} with its key dates."
+    url = f"http://127.0.0.1/wiki/{source_url}"
+    row = trajectory(
+        f"{task} {own_text}",
+        chosen=(),
+        messages=[
+            Message(role="system", content="protocol"),
+            Message(role="user", content=task),
+            call("browse", {"url": url, "query": "facts"}),
+            Message(role="user", content=format_browse_result(url, "facts", own_text)),
+        ],
+        tool_calls=[ToolCall(round=1, name="browse", arguments_json="{}", ok=True)],
+    )
+    assert quality_scores(row, task, [subject]).subject_match == 1.0
