@@ -18,6 +18,7 @@ from typing import Any
 
 from flows import progress
 from warehouse.live import serving_readers
+from warehouse.pending import COUNTED_FAILURE
 from warehouse.query import QueryError, WarehouseReader, describe_holder, work_lock_holder
 from warehouse.store import Warehouse
 
@@ -78,7 +79,7 @@ STAGE_TABLES = {
 }
 
 # A failed input counts as waiting on a retry while its stage has no output for it and it has fewer
-# failures than max_attempts (the failure kinds of schemas/errors.py, where present, are not needed).
+# counted failures (permanent, not re-queued: warehouse.pending.COUNTED_FAILURE) than max_attempts.
 OUTPUT_OF_INPUT = {
     "prompts": "SELECT topic_ids[1] FROM prompts",
     "trajectories": "SELECT prompt_id FROM trajectories",
@@ -91,7 +92,8 @@ OUTPUT_OF_INPUT = {
 def _waiting_sql(max_attempts: int) -> str:
     parts = [
         f"SELECT '{stage}' AS stage, count(*) AS n FROM (SELECT row_id FROM failures WHERE stage = '{stage}' "
-        f"GROUP BY row_id HAVING count(*) < {int(max_attempts)}) f WHERE f.row_id NOT IN ({outputs})"
+        f"GROUP BY row_id HAVING count(*) FILTER (WHERE {COUNTED_FAILURE}) < {int(max_attempts)}) f "
+        f"WHERE f.row_id NOT IN ({outputs})"
         for stage, outputs in OUTPUT_OF_INPUT.items()
     ]
     return " UNION ALL ".join(parts)
