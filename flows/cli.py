@@ -73,11 +73,12 @@ def resolve_config(config_path: Path | None, workdir: Path | None, **overrides: 
         raise fail(describe_validation_error(error)) from error
 
 
-def preflight_or_exit(config: Config, *, include_hub: bool = False) -> None:
-    """The `groundgen check` checks; each problem is one line, then exit 2 before any work."""
+def preflight_or_exit(config: Config, *, include_hub: bool = False, stages: list[str] | None = None) -> None:
+    """The `groundgen check` checks (for `stages`, None = all); each problem is one line, then exit 2
+    before any work."""
     from flows.preflight import preflight
 
-    problems = preflight(config, include_hub=include_hub)
+    problems = preflight(config, include_hub=include_hub, stages=stages)
     for problem in problems:
         typer.secho(f"Error: {problem}", err=True, fg=typer.colors.RED)
     if problems:
@@ -118,7 +119,7 @@ def run(
     from flows.runner import run_regenerate
     from schemas.errors import GroundgenError
 
-    preflight_or_exit(config)
+    preflight_or_exit(config, stages=stage or None)
     try:
         result = run_regenerate(config, stages=stage, show_progress=not quiet)
     except GroundgenError as error:  # the work dir is locked, a backend cannot be built, ...

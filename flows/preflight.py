@@ -16,7 +16,7 @@ chat completion, a search query or an image request (nothing is billed).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +37,25 @@ def _unreachable(where: str, url: str, error: httpx.HTTPError) -> str:
     return f"{where}: {redact_url(url)} does not answer ({type(error).__name__}); start it or fix the URL"
 
 
-def llm_endpoints(config: Config) -> Iterator[tuple[str, LLMEndpointConfig]]:
-    """(config key, endpoint) for every LLM endpoint the config's backends will call."""
+def llm_endpoints(
+    config: Config, stages: Collection[str] | None = None
+) -> Iterator[tuple[str, LLMEndpointConfig]]:
+    """(config key, endpoint) for every LLM endpoint the config's backends will call (in `stages`)."""
     llm = config.llm
-    if config.writer.kind == "llm" and llm.writer is not None:
+    if config.writer.kind == "llm" and llm.writer is not None and _runs("prompts", stages):
         yield "llm.writer", llm.writer
-    if config.teacher.kind == "llm" and llm.teacher is not None:
+    if config.teacher.kind == "llm" and llm.teacher is not None and _runs("trajectories", stages):
         yield "llm.teacher", llm.teacher
         if config.teacher.browse_summary and llm.summary is not None:
             yield "llm.summary", llm.summary
-    if config.judge.kind == "llm" and llm.judge is not None:
+    if config.judge.kind == "llm" and llm.judge is not None and _runs("judgements", stages):
         yield "llm.judge", llm.judge
-    if llm.claims is not None:  # the judge stage's claim extractor, whatever the judge
+    if llm.claims is not None and _runs("judgements", stages):  # the judge stage's claim extractor
         yield "llm.claims", llm.claims
+
+
+def _runs(stage: str, stages: Collection[str] | None) -> bool:
+    return stages is None or stage in stages
 
 
 def _listed_models(
@@ -81,10 +87,10 @@ def _listed_models(
         return None, ""  # not a model list: reachability is all we know
 
 
-def check_llm_endpoints(config: Config) -> list[str]:
+def check_llm_endpoints(config: Config, stages: Collection[str] | None = None) -> list[str]:
     problems = []
     listed: dict[tuple[str, str], tuple[set[str] | None, str]] = {}
-    for where, endpoint in llm_endpoints(config):
+    for where, endpoint in llm_endpoints(config, stages):
         key = PLACEHOLDER_KEY
         if endpoint.api_key_env:
             key = endpoint.api_key() or ""
@@ -244,9 +250,16 @@ def check_hub(config: Config) -> list[str]:
     return []
 
 
-def preflight(config: Config, *, include_hub: bool = True) -> list[str]:
-    """Every problem found, one line each; [] when the config can run (offline default: no network)."""
-    problems = check_llm_endpoints(config) + check_search(config) + check_painter(config)
+def preflight(
+    config: Config, *, include_hub: bool = True, stages: Collection[str] | None = None
+) -> list[str]:
+    """Every problem found, one line each; [] when the config can run (offline default: no network).
+    `stages`: only the backends those stages call (`run --stage ...`); None = every stage."""
+    problems = check_llm_endpoints(config, stages)
+    if _runs("trajectories", stages):
+        problems += check_search(config)
+    if _runs("images", stages):
+        problems += check_painter(config)
     if include_hub:
         problems += check_hub(config)
     return problems

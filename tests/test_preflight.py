@@ -192,3 +192,18 @@ def test_bogus_runner_option_is_a_clear_error_not_a_traceback(tmp_path):
         "Error: runner: unknown runner 'bogus'; use threads, ray or ray:ADDRESS (e.g. ray:10.0.0.5:6379)"
     ]
     assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_only_the_selected_stages_backends_are_checked(tmp_path, monkeypatch):
+    """`run --stage export` needs no model endpoint; `--stage prompts` only the writer's."""
+    from schemas.config import load_config
+
+    monkeypatch.delenv("GROUNDGEN_PREFLIGHT_ABSENT", raising=False)
+    config = load_config(
+        write_config(tmp_path / "c.toml", "http://127.0.0.1:9/v1", key_env="GROUNDGEN_PREFLIGHT_ABSENT")
+    )
+    assert preflight(config, stages=["samples", "export"]) == []
+    assert preflight(config, stages=["prompts"]) == [
+        "llm.writer: environment variable GROUNDGEN_PREFLIGHT_ABSENT (the API key) is not set; export it"
+    ]
+    assert len(preflight(config)) == 3
