@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flows.batches import direct_executor
+from flows.prefect_server import stop_prefect_server
 from flows.runner import run_regenerate, task_runner_for
 from flows.settings import configure_prefect
 from flows.stage_names import STAGE_ORDER
@@ -152,15 +153,26 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="groundgen-bench-"))
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
+    server = None
+    if args.reader and not os.environ.get("PREFECT_API_URL"):
+        # many runs in one process: a dedicated server (a temporary one per run drops events and stalls)
+        from flows.prefect_server import start_prefect_server
+
+        (root / "prefect").mkdir(parents=True, exist_ok=True)
+        server, os.environ["PREFECT_API_URL"] = start_prefect_server(root / "prefect")
     configure_prefect(root)
     print(f"offline pipeline, {args.prompts} prompts, batch size {args.batch_size}, {os.cpu_count()} cores")
 
     # warm-up: load the corpus, build the search index and the tiny pipeline once, start Prefect's server
     run_prefect(config_for(root / "warmup", 8, args.batch_size))
     if args.reader:
-        reader_overhead(root, args.prompts, args.batch_size, args.rounds)
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+        try:
+            reader_overhead(root, args.prompts, args.batch_size, args.rounds)
+        finally:
+            if server is not None:
+                stop_prefect_server(server)
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
         return
 
     direct_seconds, direct = run_direct(config_for(root / "direct", args.prompts, args.batch_size))
