@@ -2,7 +2,7 @@
 
 Unexpected exceptions are not caught per row: they fail the batch, which Prefect retries.
 
-Every failure has a kind (DESIGN.md "Failures have a kind"), see `error_kind`:
+Every failure has a kind (docs/ARCHITECTURE.md "Failures"), see `error_kind`:
 - transient: the service, not the row, is at fault (connection error, time-out, 429, 5xx, a circuit
   breaker open). Recorded, never counted against a row's `max_attempts`; a later run retries it.
 - permanent: the row's own data or the model's answer to it is bad. Counted against `max_attempts`.
