@@ -1,5 +1,6 @@
-"""A run is a ledger (DESIGN.md): its `runs` row is written when it starts (with the owning process),
-after every batch (usage and cost so far), and when it ends — so a crash leaves an honest record.
+"""A run is a ledger (docs/ARCHITECTURE.md, "Processes and orchestration"): its `runs` row is written
+when it starts (with the owning process), after every batch (usage and cost so far), and when it
+ends — so a crash leaves an honest record.
 
 - `RunLedger.start` first marks runs whose process is gone as `killed` (`close_dead_runs`), then
   writes the new run as `running` with this process's PID, host and start time.
