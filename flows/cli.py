@@ -232,7 +232,8 @@ def status(
     ] = 2.0,
     timeout: TimeoutOption = 30.0,
 ) -> None:
-    """Show the funnel (rows per stage and outcome), failures, recent runs and versions; works during a run.
+    """Show the funnel (rows per stage and outcome), failures, recent runs, versions and the grounding
+    scores of each version's rows; works during a run.
 
     Example: groundgen status --workdir groundgen-data --watch
     """
