@@ -144,6 +144,8 @@ def export_now(
         serve_readers(warehouse, workspace.root),  # `groundgen sql` answers meanwhile
     ):
         close_dead_runs(warehouse, lock_held=True)
+        if not warehouse.count("samples", "curator = ? AND status = 'kept'", [config.curation_fingerprint()]):
+            raise GroundgenError(NOTHING_KEPT)  # an empty version is no version
         row, new = export_current(warehouse, config, version)
         if output_format == "verl":
             facts = required_facts(warehouse)

@@ -207,3 +207,15 @@ def test_only_the_selected_stages_backends_are_checked(tmp_path, monkeypatch):
         "llm.writer: environment variable GROUNDGEN_PREFLIGHT_ABSENT (the API key) is not set; export it"
     ]
     assert len(preflight(config)) == 3
+
+
+def test_export_with_nothing_kept_is_an_error_not_an_empty_version(tmp_path):
+    from warehouse.store import Warehouse
+
+    Warehouse(tmp_path / "warehouse.duckdb").close()
+    result = runner.invoke(app, ["export", "-w", str(tmp_path)])
+    assert result.exit_code == 2
+    assert error_lines(result.output) == [
+        'Error: no dataset version: no sample was kept (failed or dropped rows: groundgen status; drop reasons: groundgen sql "select * from funnel")'
+    ]
+    assert not (tmp_path / "exports").exists() or not any((tmp_path / "exports").iterdir())
