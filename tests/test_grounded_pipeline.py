@@ -105,3 +105,17 @@ def test_the_card_and_status_report_grounding(exported) -> None:
     titles = [table.title for table in status_tables(workdir / "warehouse.duckdb")]
     assert any(title.startswith("grounding per version") for title in titles)
     assert manifest["counts"]["sft"] > 0
+
+
+def test_quality_bench_reads_the_run(exported) -> None:
+    """bench/quality.py's readers on a real run: its export trips none of the rules curation applied."""
+    from bench.quality import caught_in_export, run_metrics
+    from schemas.config import CurationConfig
+
+    workdir, config, _ = exported
+    caught, totals = caught_in_export(workdir / "warehouse.duckdb", CurationConfig())
+    assert totals["sft"] > 0 and totals["rl"] > 0
+    assert all(per_split == {"sft": 0, "rl": 0} for per_split in caught.values()), caught
+    metrics = run_metrics(workdir / "warehouse.duckdb")
+    assert metrics["samples"]["kept"] == totals["sft"] + totals["rl"]
+    assert metrics["evidence"]["found"] <= metrics["evidence"]["facts"]
