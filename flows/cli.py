@@ -197,11 +197,11 @@ def sql(
 
     Example: groundgen sql "select category, count(*) from sft_rows group by 1 order by 2 desc"
     """
-    from warehouse.query import QueryError, format_result, run_query
+    from warehouse.query import QueryError, format_result, run_query, work_lock_holder
 
     config = resolve_config(config_path, workdir)
     database = Workspace(config.workdir).database
-    if not database.exists():
+    if not database.exists() and not work_lock_holder(database.parent):  # a starting run: wait for it
         raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
     if output_format not in ("table", "csv", "json", "parquet"):
         raise fail(f"unknown format {output_format!r}; choose table, csv, json or parquet")
@@ -237,11 +237,11 @@ def status(
 
     Example: groundgen status --workdir groundgen-data --watch
     """
-    from warehouse.query import QueryError, status_tables
+    from warehouse.query import QueryError, status_tables, work_lock_holder
 
     config = resolve_config(config_path, workdir)
     database = Workspace(config.workdir).database
-    if not database.exists():
+    if not database.exists() and not work_lock_holder(database.parent):  # a starting run: wait for it
         raise fail(f"no warehouse at {database}; run `groundgen run` first (or pass --workdir)")
     from rich.console import Console
 

@@ -153,6 +153,41 @@ def test_a_reader_that_cannot_get_in_says_what_runs_and_how_long_it_waited(tmp_p
     assert "Could not set lock" not in message
 
 
+def test_sql_right_after_a_run_started_waits_for_its_warehouse(tmp_path):
+    workdir = tmp_path / "data"
+    with work_lock(workdir, "run"):  # the run holds the work directory, its warehouse is not there yet
+        result = CliRunner().invoke(app, ["sql", "select 1", "-w", str(workdir), "--timeout", "1"])
+    assert result.exit_code == 2
+    assert "waited 1.0 s for" in result.output and f"groundgen run (pid {os.getpid()}" in result.output
+    assert "run `groundgen run` first" not in result.output
+
+
+def test_a_writer_waits_for_a_reader_that_holds_the_file(tmp_path):
+    database = tmp_path / "data" / "warehouse.duckdb"
+    with Warehouse(database) as warehouse:
+        warehouse.insert(topics(0, 2))
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); print('open', flush=True); "
+            "time.sleep(1.5); c.close(); print('closed', flush=True); time.sleep(30)",
+            str(database),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        with Warehouse(database) as warehouse:  # waits for the reader instead of failing
+            assert reader.stdout.readline().strip() == "closed"
+            warehouse.insert(topics(2, 2))
+            assert warehouse.count("topics") == 4
+    finally:
+        reader.kill()
+        reader.wait()
+
+
 def test_another_program_holding_the_file_is_named_without_a_raw_lock_error(tmp_path):
     database = tmp_path / "data" / "warehouse.duckdb"
     with Warehouse(database) as warehouse:
