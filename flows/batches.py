@@ -38,12 +38,24 @@ class BatchResult:
     usage: dict[str, dict[str, float]] = field(default_factory=dict)  # LLM role -> Usage fields
 
 
+# Gauges of an endpoint's adaptive concurrency (synthesis.adaptive_concurrency.AdaptiveLimit.summary):
+# each batch reports the process's limit so far, so the latest value (the most back-offs) wins.
+USAGE_GAUGES = frozenset({"concurrency_level", "concurrency_mean"})
+USAGE_MAXIMA = frozenset({"backoffs"})
+
+
 def add_usage(total: dict[str, dict[str, float]], more: dict[str, dict[str, float]]) -> None:
-    """Sum `more` into `total`, per LLM role and field (calls, tokens, cost_usd, latency_s, ...)."""
+    """Sum `more` into `total`, per LLM role and field (calls, tokens, cost_usd, latency_s, ...);
+    the concurrency gauges are replaced (latest) or kept at their maximum, not summed."""
     for role, spent in more.items():
         into = total.setdefault(role, {})
         for name, value in spent.items():
-            into[name] = into.get(name, 0) + value
+            if name in USAGE_GAUGES:
+                into[name] = value
+            elif name in USAGE_MAXIMA:
+                into[name] = max(into.get(name, 0), value)
+            else:
+                into[name] = into.get(name, 0) + value
 
 
 @dataclass

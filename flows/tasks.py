@@ -122,8 +122,13 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
 def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     images, errors = resources.paint(requests)
+    summary = getattr(resources.painter(), "concurrency_summary", None)  # the HTTP painter's AIMD level
+    levels = summary() if callable(summary) else {}
     return BatchResult(
-        rows=list(images), errors=list(errors), done_ids=[image.trajectory_id for image in images]
+        rows=list(images),
+        errors=list(errors),
+        done_ids=[image.trajectory_id for image in images],
+        usage={"painter": levels} if levels else {},
     )
 
 

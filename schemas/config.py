@@ -55,6 +55,12 @@ class LLMEndpointConfig(Section):
     max_response_bytes: int = Field(1_000_000, ge=1)
     price_per_million_input: float = 0.0
     price_per_million_output: float = 0.0
+    # Added later; left out of dumps (and fingerprints) at its default.
+    adaptive_concurrency: bool = Field(
+        True,
+        exclude_if=lambda value: value is True,
+        description="AIMD: find the endpoint's capacity up to max_concurrency (false = always max_concurrency)",
+    )
 
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -148,6 +154,11 @@ class PainterConfig(Section):
     timeout_s: float = Field(300, gt=0, exclude_if=lambda value: value == 300)
     max_concurrency: int = Field(4, ge=1, exclude_if=lambda value: value == 4)
     max_retries: int = Field(4, ge=0, exclude_if=lambda value: value == 4)
+    adaptive_concurrency: bool = Field(
+        True,
+        exclude_if=lambda value: value is True,
+        description="http: AIMD up to max_concurrency (false = always max_concurrency)",
+    )
 
 
 # Painter settings that change how fast images are made, not what they are.
@@ -160,6 +171,7 @@ PAINTER_RUNTIME_FIELDS = frozenset(
         "timeout_s",
         "max_concurrency",
         "max_retries",
+        "adaptive_concurrency",
     }
 )
 

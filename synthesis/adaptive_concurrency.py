@@ -189,3 +189,26 @@ class AdaptiveLimit:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+# --- one limit per endpoint per process ---------------------------------------------------------
+
+_LIMITS: dict[tuple[str, int], AdaptiveLimit] = {}
+_LIMITS_LOCK = threading.Lock()
+
+
+def limit_for(endpoint: str, ceiling: int) -> AdaptiveLimit:
+    """This process's limit for an endpoint (created on first use), shared by every client, batch and
+    thread that calls it with the same ceiling (its configured `max_concurrency`)."""
+    with _LIMITS_LOCK:
+        limit = _LIMITS.get((endpoint, ceiling))
+        if limit is None:
+            limit = AdaptiveLimit(ceiling=ceiling, initial=min(ceiling, AdaptiveLimit.initial), name=endpoint)
+            _LIMITS[(endpoint, ceiling)] = limit
+        return limit
+
+
+def reset_limits() -> None:
+    """Forget every endpoint's learned level (tests; a process that starts over)."""
+    with _LIMITS_LOCK:
+        _LIMITS.clear()

@@ -10,7 +10,9 @@ them). Otherwise references are ignored.
 Resilience: an explicit time-out per request; up to `max_retries` retries, only for 429 and 5xx
 answers (waiting `Retry-After` when given, else full-jitter exponential backoff) and for connections
 that could not be opened (nothing was sent). A read time-out is not retried: the server may still be
-painting (and billing) the image. At most `max_concurrency` requests are in flight. The API key comes
+painting (and billing) the image. At most `max_concurrency` requests are in flight; within that,
+the endpoint's adaptive limit (`synthesis.adaptive_concurrency`, one per endpoint per process, unless
+`adaptive_concurrency = false`) holds each attempt and backs off on 429, 503 and time-outs. The API key comes
 from the environment variable named by `api_key_env` and is redacted from every message.
 
 The returned image is validated and normalised like a downloaded reference
@@ -40,6 +42,7 @@ from schemas.errors import ConfigurationError, ImageValidationError, PainterErro
 from schemas.ids import content_id
 from schemas.protocols import PaintRequest
 from schemas.rows import Image
+from synthesis.adaptive_concurrency import AdaptiveLimit, limit_for
 from synthesis.llm_client import redact_url
 from synthesis.painter import model_label, painter_fingerprint, row_seed
 
@@ -124,6 +127,13 @@ class HTTPPainter:
         self.size = config.size or f"{config.width}x{config.height}"
         self.sleep = sleep
         self.timeout = httpx.Timeout(config.timeout_s, connect=min(30.0, config.timeout_s))
+        self.adaptive_limit: AdaptiveLimit | None = (
+            limit_for(self.endpoint, config.max_concurrency) if config.adaptive_concurrency else None
+        )
+
+    def concurrency_summary(self) -> dict[str, float]:
+        """The endpoint's AIMD level for the run's record (`{}` at fixed concurrency)."""
+        return self.adaptive_limit.summary() if self.adaptive_limit is not None else {}
 
     # --- the Painter protocol --------------------------------------------------------------------
 
@@ -272,6 +282,23 @@ class HTTPPainter:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
+        self, client: httpx.AsyncClient, url: str, request: dict[str, Any]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        if self.adaptive_limit is None:
+            return await self._send_once(client, url, request)
+        async with self.adaptive_limit.slot() as slot:
+            try:
+                answer = await self._send_once(client, url, request)
+            except httpx.TimeoutException:
+                slot.overload()
+                raise
+            if answer[0] in (429, 503):
+                slot.overload()
+            elif answer[0] < 300:
+                slot.ok()
+            return answer
+
+    async def _send_once(
         self, client: httpx.AsyncClient, url: str, request: dict[str, Any]
     ) -> tuple[int, httpx.Headers, bytes]:
         async with client.stream("POST", url, timeout=self.timeout, **request) as response:

@@ -13,8 +13,12 @@ off (`max_retries=0`); this module owns the policy:
 - a circuit breaker per endpoint (`synthesis.circuit_breaker`): after N consecutive failed calls
   every call fails at once with `EndpointUnavailableError` (no request) until a probe succeeds, and
   a fatal error latches, so an outage or a wrong key costs N calls, not one per row;
-- bounded concurrency (`max_concurrency` calls in flight, per event loop) and token buckets for
-  requests/min and tokens/min (shared by all loops and threads of the process);
+- adaptive concurrency (`synthesis.adaptive_concurrency`, on by default): one AIMD limit per
+  endpoint per process, shared by all loops and threads, never above `max_concurrency`; each HTTP
+  attempt holds a slot and reports success, or overload on 429, 503 and time-outs (the retry loop
+  and the breaker around it are unchanged). With `adaptive_concurrency = false`: a fixed
+  `max_concurrency` calls in flight per event loop. Token buckets for requests/min and tokens/min
+  (shared by all loops and threads of the process);
 - a per-call time-out and a response size cap (`max_response_bytes`, enforced while the body is
   read) that raises `ModelOutputError`;
 - a response cache (see `synthesis.response_cache`) keyed by (model, messages, parameters);
@@ -36,6 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -50,6 +55,7 @@ except ImportError:  # pragma: no cover - depends on the openai version
 
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from synthesis.adaptive_concurrency import AdaptiveLimit, Slot, limit_for
 from synthesis.circuit_breaker import breaker_for
 from synthesis.http_pool import pooled_transport
 from synthesis.response_cache import ResponseCache, cache_key
@@ -59,6 +65,7 @@ logger = logging.getLogger(__name__)
 IMAGE_TOKEN_ESTIMATE = 1_000  # tokens charged to the tokens/min bucket per attached image
 PLACEHOLDER_KEY = "not-needed"  # servers without auth (vLLM, Ollama) still get a bearer header
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: retried, then a transient failure
+OVERLOAD_STATUSES = frozenset({429, 503})  # with time-outs: the adaptive limit backs off
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -116,6 +123,9 @@ class UsageMeter:
             usage = self.usage_of(client)
             if usage.calls:
                 result[role] = asdict(usage)
+                summary = getattr(client, "concurrency_summary", None)
+                if callable(summary) and (levels := summary()):
+                    result[role].update(levels)  # gauges: the endpoint's AIMD level, not summed
         return result
 
     def __enter__(self) -> UsageMeter:
@@ -236,6 +246,16 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _FixedSlot:
+    """Fixed concurrency: outcomes are not judged."""
+
+    def ok(self) -> None:
+        pass
+
+    def overload(self) -> None:
+        pass
+
+
 @dataclass
 class _LoopResources:
     openai: Any
@@ -279,6 +299,13 @@ class LLMClient:
         self._usage = Usage()
         self._usage_lock = threading.Lock()
         self.endpoint = redact_url(config.base_url)
+        self.adaptive_limit: AdaptiveLimit | None = (
+            limit_for(self.endpoint, config.max_concurrency) if config.adaptive_concurrency else None
+        )
+
+    def concurrency_summary(self) -> dict[str, float]:
+        """The endpoint's AIMD level for the run's record (`{}` at fixed concurrency)."""
+        return self.adaptive_limit.summary() if self.adaptive_limit is not None else {}
 
     @staticmethod
     def _read_key(config: LLMEndpointConfig) -> str:
@@ -325,6 +352,16 @@ class LLMClient:
             resources = _LoopResources(client, asyncio.Semaphore(self.config.max_concurrency))
             self._per_loop[loop] = resources
         return resources
+
+    @asynccontextmanager
+    async def _slot(self, resources: _LoopResources) -> AsyncIterator[Slot | _FixedSlot]:
+        """A place for one HTTP attempt: the endpoint's adaptive limit, or this loop's semaphore."""
+        if self.adaptive_limit is not None:
+            async with self.adaptive_limit.slot() as slot:
+                yield slot
+        else:
+            async with resources.semaphore:
+                yield _FixedSlot()
 
     def _timeout(self) -> httpx.Timeout:
         timeout = self.config.timeout_s
@@ -452,7 +489,7 @@ class LLMClient:
         if waits and max(waits) > 0:
             await self.sleep(max(waits))
         resources = self._resources()
-        async with resources.semaphore:
+        async with self._slot(resources) as slot:
             try:
                 # The SDK's `post` (auth, error mapping, time-outs) without `create`'s per-call typed
                 # transform of the messages, which costs milliseconds per call on long histories.
@@ -462,8 +499,11 @@ class LLMClient:
                     body={"model": self.config.model, "messages": messages, **parameters},
                 )
                 body = response.content
+                slot.ok()
             except openai.APIStatusError as error:
                 status = error.status_code
+                if status in OVERLOAD_STATUSES:
+                    slot.overload()
                 if status in TRANSIENT_STATUSES or status >= 500:
                     raise _Retryable(f"HTTP {status}", parse_retry_after(error.response.headers)) from None
                 if status in (401, 403):
@@ -484,6 +524,7 @@ class LLMClient:
                     endpoint=self.endpoint,
                 ) from None
             except openai.APITimeoutError:
+                slot.overload()
                 raise _Retryable(f"time-out after {self.config.timeout_s}s") from None
             except openai.APIConnectionError as error:
                 cause = error.__cause__
