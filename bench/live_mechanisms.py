@@ -144,6 +144,39 @@ def measure_slow_reader(database: Path, start: int, batches: int, batch: int) ->
     return writes, overlapped
 
 
+def server_cpu_per_query(database: Path, queries: int = 50) -> tuple[float, float]:
+    """(b): the writer process's CPU seconds per query asked by another process, and that client's wall
+    time per query (the writer's overhead for a reader polling once a second is this CPU per second)."""
+    import resource
+    import subprocess
+    import sys
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    client = (
+        "import sys, time; from pathlib import Path; from warehouse.live import live_query; "
+        f"started = time.perf_counter(); [live_query(Path({str(database.parent)!r}), {QUERY!r}) "
+        f"for _ in range({queries})]; print((time.perf_counter() - started) / {queries})"
+    )
+    with Warehouse(database) as warehouse:
+        server = LiveQueryServer(warehouse.connection, socket_path(database.parent)).start()
+        try:
+            before = cpu()
+            done = subprocess.run(
+                [sys.executable, "-c", client],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            spent = cpu() - before
+        finally:
+            server.stop()
+    return spent / queries, float(done.stdout.strip())
+
+
 def _ignore(function) -> None:
     try:
         function()
@@ -182,6 +215,9 @@ def main() -> None:
             folder / "warehouse.duckdb", args.rows, args.batches, args.batch_size
         )
 
+        folder = root / "cpu"
+        shutil.copytree(seed.parent, folder)
+        cpu_per_query, client_wall = server_cpu_per_query(folder / "warehouse.duckdb")
         ideal = median_ms(results["(b) socket"][0])
         print(f"\n{'mechanism':<14}{'write ms/batch':>16}{'vs insert':>11}{'read ms':>10}")
         for name, (writes, reads) in results.items():
@@ -190,6 +226,11 @@ def main() -> None:
             )
         print(f"{'(b) + heavy reader':<22}{median_ms(slow):>8.1f}{median_ms(slow) / ideal:>11.2f}")
         print(f"(the heavy query was {'still' if overlapped else 'no longer'} running after the last batch)")
+        print(
+            f"(b) the writer's CPU per query from another process: {cpu_per_query * 1000:.1f} ms "
+            f"({cpu_per_query * 100:.2f} % of one core for a reader polling every second); "
+            f"client wall {client_wall * 1000:.1f} ms per query"
+        )
         print(
             "\nwrite ms/batch: the writer's cost per batch (median); vs insert: ratio to (b)'s plain insert"
         )
