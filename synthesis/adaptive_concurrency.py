@@ -193,6 +193,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 # --- one limit per endpoint per process ---------------------------------------------------------
 
+# A client endpoint backs off by a quarter, not a half: one refusal per round trip is answered at
+# once, and halving a window near the capacity idles a quarter of it until it grows back
+# (bench/aimd.py: goodput/capacity 0.79 with 0.5 on a loaded 2-core machine).
+ENDPOINT_BACKOFF = 0.9
 _LIMITS: dict[tuple[str, int], AdaptiveLimit] = {}
 _LIMITS_LOCK = threading.Lock()
 
@@ -203,7 +207,12 @@ def limit_for(endpoint: str, ceiling: int) -> AdaptiveLimit:
     with _LIMITS_LOCK:
         limit = _LIMITS.get((endpoint, ceiling))
         if limit is None:
-            limit = AdaptiveLimit(ceiling=ceiling, initial=min(ceiling, AdaptiveLimit.initial), name=endpoint)
+            limit = AdaptiveLimit(
+                ceiling=ceiling,
+                initial=min(ceiling, AdaptiveLimit.initial),
+                backoff=ENDPOINT_BACKOFF,
+                name=endpoint,
+            )
             _LIMITS[(endpoint, ceiling)] = limit
         return limit
 

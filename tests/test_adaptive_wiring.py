@@ -165,7 +165,7 @@ def test_http_painter_backs_off_on_refusals_and_paints_every_row(adaptive):
 
 
 def test_capacity_server_ideal():
-    assert latency_factor(4, 16) == 1.0 and latency_factor(16, 16) == 2.0
+    assert latency_factor(4, 16) == 1.0 and latency_factor(16, 16) == 1.5
     assert best_throughput(16, 0.1) == pytest.approx(
         max(n / (0.1 * latency_factor(n, 16)) for n in range(1, 17))
     )

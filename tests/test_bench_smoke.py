@@ -67,3 +67,13 @@ def test_report_bench_prints_ratios_against_the_budget():
     assert re.search(
         r"first page / budget \(2 s\): \d+\.\d{3}|first gallery page in Chromium: skipped", output
     )
+
+
+def test_aimd_bench_prints_goodput_and_rejections_for_every_mode():
+    output = run_bench("bench.aimd", "--capacity", "4", "--base-latency", "0.05", "--seconds", "1.5")
+    for mode in ("AIMD \\(ceiling 2x\\)", "fixed 0.5x", "fixed 1x", "fixed 2x"):
+        assert re.search(
+            rf"^{mode} +goodput/capacity \d+\.\d{{3}} +rejected share \d\.\d{{3}}", output, re.M
+        ), output
+    assert re.search(r"AIMD .* level final \d+ mean [\d.]+ backoffs \d+", output), output
+    assert re.search(r"AIMD goodput / best fixed concurrency in this run: \d+\.\d{3}", output), output

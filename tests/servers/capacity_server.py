@@ -1,9 +1,10 @@
 """An OpenAI-compatible chat server with a hidden capacity, for adaptive-concurrency tests and benches.
 
 At most `capacity` requests are served at once; one more is refused at once with HTTP 429 (no
-`Retry-After`, as many gateways do). A served request takes `latency(n)` seconds, where `n` is the
-number in flight when it arrived: the base latency up to half the capacity, rising to twice the base
-at full capacity (`1 + 4 * (n / capacity - 0.5)^2`), the way a real server's queue builds up.
+`Retry-After`, as many gateways do). A served request takes `base * latency_factor(n)` seconds, where
+`n` is the number in flight when it arrived: the base latency up to half the capacity, rising
+linearly to 1.5x the base at full capacity, the way a batching model server slows as its batch fills
+while its throughput still grows (so the best concurrency is the capacity itself).
 `best_throughput()` is the most successful requests per second any concurrency can get: the ideal
 that a client's goodput is measured against.
 
@@ -25,8 +26,7 @@ from typing import Any
 
 def latency_factor(in_flight: int, capacity: int) -> float:
     """How much slower than the base a request is served with `in_flight` requests (itself included)."""
-    excess = max(0.0, in_flight / capacity - 0.5)
-    return 1.0 + 4.0 * excess * excess
+    return 1.0 + max(0.0, in_flight / capacity - 0.5)
 
 
 def best_throughput(capacity: int, base_latency_s: float) -> float:
