@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from itertools import chain
 
 import numpy as np
 
@@ -85,10 +86,12 @@ class PromptDedupIndex:
         self._seeds = generator.integers(
             0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64, endpoint=True
         )
-        self._buckets: list[defaultdict[bytes, list[str]]] = [defaultdict(list) for _ in range(self.bands)]
+        # band key -> rows (positions in `_ids`); a row's signature, low 32 bits per function (an equal
+        # low half is an equal value but for ~2^-32 chance, which only ever adds a candidate)
+        self._buckets: list[defaultdict[bytes, list[int]]] = [defaultdict(list) for _ in range(self.bands)]
         self._shingles: dict[str, frozenset[int]] = {}  # exact verification with set operations
-        self._rows: dict[str, int] = {}  # id -> row of `_signatures`
-        self._signatures = np.zeros((64, num_perm), dtype=np.uint64)
+        self._ids: list[str] = []
+        self._signatures = np.zeros((64, num_perm), dtype=np.uint32)
 
     def __len__(self) -> int:
         return len(self._shingles)
@@ -116,24 +119,31 @@ class PromptDedupIndex:
         if shingles.size == 0:
             return
         signature = self.signature(shingles)
-        if len(self._rows) == len(self._signatures):
+        row = len(self._ids)
+        if row == len(self._signatures):
             self._signatures = np.concatenate([self._signatures, np.zeros_like(self._signatures)])
-        self._rows[item_id] = len(self._rows)
-        self._signatures[self._rows[item_id]] = signature
+        self._ids.append(item_id)
+        self._signatures[row] = signature.astype(np.uint32)
         for buckets, key in zip(self._buckets, self._band_keys(signature), strict=True):
-            buckets[key].append(item_id)
+            buckets[key].append(row)
 
-    def _plausible(self, proposed: list[str], signature: np.ndarray) -> list[str]:
-        """The proposed ids whose signatures agree on at least `threshold - SIGNATURE_MARGIN` of the
-        functions (a vectorised MinHash estimate of Jaccard): only those are verified exactly. A pair at
-        the threshold agrees on fewer with probability ~1e-12 (7 standard deviations at 128 functions),
-        while template-heavy prompts sharing a band but far below the threshold are skipped cheaply."""
-        if len(proposed) < 8:
-            return proposed
-        rows = np.fromiter((self._rows[item_id] for item_id in proposed), dtype=np.int64, count=len(proposed))
-        agreement = (self._signatures[rows] == signature).mean(axis=1)
-        keep = agreement >= self.threshold - SIGNATURE_MARGIN
-        return [item_id for item_id, plausible in zip(proposed, keep.tolist(), strict=True) if plausible]
+    def _plausible(self, signature: np.ndarray) -> list[str]:
+        """Ids sharing a band with `signature` whose signatures agree on at least `threshold -
+        SIGNATURE_MARGIN` of the functions (a vectorised MinHash estimate of Jaccard): only those are
+        verified exactly. A pair at the threshold agrees on fewer with probability ~1e-12 (7 standard
+        deviations at 128 functions), while template-heavy prompts that share a band far below the
+        threshold cost one vectorised comparison instead of a set intersection."""
+        lists = [
+            rows
+            for buckets, key in zip(self._buckets, self._band_keys(signature), strict=True)
+            if (rows := buckets.get(key))
+        ]
+        if not lists:
+            return []
+        proposed = np.unique(np.fromiter(chain.from_iterable(lists), dtype=np.int64))
+        agreement = (self._signatures[proposed] == signature.astype(np.uint32)).mean(axis=1)
+        keep = proposed[agreement >= self.threshold - SIGNATURE_MARGIN]
+        return [self._ids[row] for row in keep.tolist()]
 
     def query(self, text: str) -> list[tuple[str, float]]:
         """Indexed prompts with Jaccard >= threshold, most similar first (ties by id)."""
@@ -143,11 +153,7 @@ class PromptDedupIndex:
         if self.threshold <= 0.0:
             candidates: set[str] | list[str] = set(self._shingles)
         else:
-            signature = self.signature(shingles)
-            proposed: set[str] = set()
-            for buckets, key in zip(self._buckets, self._band_keys(signature), strict=True):
-                proposed.update(buckets.get(key, ()))
-            candidates = self._plausible(sorted(proposed), signature)
+            candidates = self._plausible(self.signature(shingles))
         query_set = frozenset(shingles.tolist())
         matches = []
         for item_id in candidates:
