@@ -252,7 +252,9 @@ class SafeFetcher:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             timeout = self.config.timeout_s
-            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
+            # keep-alive for every connection the pool may hold: 20 made a batch fetching more than
+            # that at once from one host reconnect (and redo TLS) for most fetches
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=30)
             self._client = httpx.AsyncClient(
                 transport=_PinnedTransport(limits),
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),

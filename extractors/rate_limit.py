@@ -217,7 +217,10 @@ class JsonAPIClient:
 
     async def _request_json(self, method: str, path: str, *, service: str, **request: Any) -> Any:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+            # every connection kept alive: with httpx's default of 20, a batch running more searches
+            # than that at once opened (and on a real API, TLS-handshook) a new connection for most
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False, limits=limits)
         return await request_json(
             self._client,
             method,

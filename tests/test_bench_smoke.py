@@ -77,3 +77,14 @@ def test_aimd_bench_prints_goodput_and_rejections_for_every_mode():
         ), output
     assert re.search(r"AIMD .* level final \d+ mean [\d.]+ backoffs \d+", output), output
     assert re.search(r"AIMD goodput / best fixed concurrency in this run: \d+\.\d{3}", output), output
+
+
+def test_agent_throughput_bench_prints_efficiency_and_the_peer_ratio():
+    output = run_bench(
+        "bench.agent_throughput", "--trajectories", "12", "--concurrency", "4", "--single-turn-requests", "8"
+    )
+    assert re.search(r"endings \{'answer': 12, 'pages fetched': 12\}", output), output
+    assert re.search(r"answered: [\d.]+ s; measured: [\d.]+ s; efficiency: \d+\.\d{3}", output), output
+    assert re.search(
+        r"peer ratio \(ours / distilabel\) \d+\.\d{3}|distilabel OpenAILLM not run \(.+\)", output
+    ), output
