@@ -92,7 +92,7 @@ class _ToolHandler(BaseHTTPRequestHandler):
             self._send(403, b'{"message":"Unauthorized."}', "application/json")
             return
         time.sleep(TOOL_LATENCY_S)
-        query, base = str(request.get("q", "")), f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
+        query, base = str(request.get("q", "")), f"http://127.0.0.1:{self.server.server_port}"
         number = re.sub(r"\D", "", query)[:8] or "0"
         if self.path == "/search":
             body: Any = {
