@@ -74,6 +74,7 @@ class _ToolHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     images: dict[str, bytes] = {}
+    server: _ToolServer
     disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall on kept-alive connections
 
     def log_message(self, format: str, *args: Any) -> None:
