@@ -12,12 +12,15 @@ by `groundgen retry` stay in `failures` as history and count no more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from schemas.errors import LEGACY_TRANSIENT_CLASSES
-from schemas.rows import Image, Judgement, Prompt, Topic, Trajectory
+from schemas.rows import Image, Judgement, Prompt, Row, Topic, Trajectory
 from warehouse.store import Warehouse
 
 # Stage names, as recorded in `failures.stage` and `runs.counts_json`.
+RowT = TypeVar("RowT", bound=Row)
+
 STAGES = ("topics", "prompts", "trajectories", "images", "judgements", "samples")
 
 
@@ -95,41 +98,69 @@ class CurationInput:
     missing: str = ""  # why a needed upstream row is missing for good ("painter_failed", "judge_failed")
 
 
+CURATION_SQL = (
+    "WITH candidates AS (SELECT id, prompt_id, ending FROM trajectories WHERE "
+    + current_trajectories_clause()
+    + " AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.trajectory_id = trajectories.id AND s.curator = ?)), "
+    # one ground-truth image per trajectory and one judgement per image: the greatest id, as before
+    "painted AS (SELECT trajectory_id, max(id) AS image_id FROM images "
+    "WHERE kind = 'ground_truth' AND painter = ? GROUP BY trajectory_id), "
+    "judged AS (SELECT image_id, max(id) AS judgement_id FROM judgements WHERE judge = ? GROUP BY image_id), "
+    "counted AS (SELECT stage, row_id, count(*) AS n FROM failures WHERE stage IN ('images', 'judgements') "
+    f"AND {COUNTED_FAILURE} GROUP BY stage, row_id) "
+    "SELECT c.id, c.prompt_id, c.ending, p.image_id, j.judgement_id, "
+    "coalesce(fi.n, 0) AS image_failures, coalesce(fj.n, 0) AS judgement_failures "
+    "FROM candidates c LEFT JOIN painted p ON p.trajectory_id = c.id "
+    "LEFT JOIN judged j ON j.image_id = p.image_id "
+    "LEFT JOIN counted fi ON fi.stage = 'images' AND fi.row_id = c.id "
+    "LEFT JOIN counted fj ON fj.stage = 'judgements' AND fj.row_id = p.image_id ORDER BY c.id"
+)
+
+
 def pending_curation(
     warehouse: Warehouse, writer: str, teacher: str, painter: str, judge: str, curator: str, max_attempts: int
 ) -> list[CurationInput]:
-    """Trajectories with no curation decision yet whose upstream work is finished (or failed for good)."""
-    trajectories = warehouse.rows(
-        Trajectory,
-        current_trajectories_clause()
-        + " AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.trajectory_id = trajectories.id AND s.curator = ?)",
-        [teacher, writer, curator],
-    )
-    if not trajectories:
+    """Trajectories with no curation decision yet whose upstream work is finished (or failed for good).
+
+    One query decides which candidates are ready (joins and failure counts in SQL), then the rows
+    they need are read by id, one query per table."""
+    decided = warehouse.query(CURATION_SQL, [teacher, writer, curator, painter, judge]).to_pylist()
+    ready: list[
+        tuple[str, str, str | None, str | None, str]
+    ] = []  # trajectory, prompt, image, judgement, why
+    for row in decided:
+        if row["ending"] != "answer":
+            ready.append((row["id"], row["prompt_id"], None, None, ""))
+        elif row["image_id"] is None:
+            if row["image_failures"] >= max_attempts:
+                ready.append((row["id"], row["prompt_id"], None, None, "painter_failed"))
+        elif row["judgement_id"] is None:
+            if row["judgement_failures"] >= max_attempts:
+                ready.append((row["id"], row["prompt_id"], row["image_id"], None, "judge_failed"))
+        else:
+            ready.append((row["id"], row["prompt_id"], row["image_id"], row["judgement_id"], ""))
+    if not ready:
         return []
-    prompts = {p.id: p for p in warehouse.rows(Prompt, "writer = ?", [writer])}
-    images = {
-        i.trajectory_id: i for i in warehouse.rows(Image, "kind = 'ground_truth' AND painter = ?", [painter])
-    }
-    judgements = {j.image_id: j for j in warehouse.rows(Judgement, "judge = ?", [judge])}
-    ready = []
-    for trajectory in trajectories:
-        prompt = prompts[trajectory.prompt_id]
-        if trajectory.ending != "answer":
-            ready.append(CurationInput(trajectory, prompt, None, None))
-            continue
-        image = images.get(trajectory.id)
-        if image is None:
-            if counted_failures(warehouse, "images", trajectory.id) >= max_attempts:
-                ready.append(CurationInput(trajectory, prompt, None, None, missing="painter_failed"))
-            continue
-        judgement = judgements.get(image.id)
-        if judgement is None:
-            if counted_failures(warehouse, "judgements", image.id) >= max_attempts:
-                ready.append(CurationInput(trajectory, prompt, image, None, missing="judge_failed"))
-            continue
-        ready.append(CurationInput(trajectory, prompt, image, judgement))
-    return ready
+    trajectories = _by_id(warehouse, Trajectory, [item[0] for item in ready])
+    prompts = _by_id(warehouse, Prompt, [item[1] for item in ready])
+    images = _by_id(warehouse, Image, [item[2] for item in ready if item[2] is not None])
+    judgements = _by_id(warehouse, Judgement, [item[3] for item in ready if item[3] is not None])
+    return [
+        CurationInput(
+            trajectories[trajectory_id],
+            prompts[prompt_id],
+            images[image_id] if image_id is not None else None,
+            judgements[judgement_id] if judgement_id is not None else None,
+            missing=missing,
+        )
+        for trajectory_id, prompt_id, image_id, judgement_id, missing in ready
+    ]
+
+
+def _by_id(warehouse: Warehouse, model: type[RowT], ids: list[str]) -> dict[str, RowT]:
+    if not ids:
+        return {}
+    return {row.id: row for row in warehouse.rows(model, "id IN (SELECT unnest(?))", [sorted(set(ids))])}
 
 
 # The output that settles a failed input of each stage (any backend): failures of inputs that have one

@@ -132,29 +132,47 @@ class Warehouse:
         model = type(rows[0])
         table = table_for(model)
         arrow_rows = to_arrow(list(rows), model)
-        before = self.count(table)
         self.connection.register("_incoming", arrow_rows)
         try:
-            # BY NAME: a migrated warehouse may hold its columns in another order than the row model
-            self.connection.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming").fetchall()
+            # BY NAME: a migrated warehouse may hold its columns in another order than the row model;
+            # the statement's own result is the number of rows it inserted (ignored ids not counted)
+            inserted = self.connection.execute(
+                f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming"
+            ).fetchall()
         finally:
             self.connection.unregister("_incoming")
-        return self.count(table) - before
+        return int(inserted[0][0]) if inserted else 0
 
     def replace(self, row: BaseModel) -> None:
         """Insert or overwrite one row by id (bookkeeping rows: runs)."""
         table = table_for(type(row))
         self.connection.register("_incoming", to_arrow([row], type(row)))
         try:
-            self.connection.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming").fetchall()
+            self.connection.execute(
+                f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming"
+            ).fetchall()
         finally:
             self.connection.unregister("_incoming")
 
     def record_failures(self, stage: str, errors: Iterable[RowError], run_id: str) -> list[Failure]:
-        """Record per-row failures; the attempt number counts earlier failures of the same row."""
+        """Record per-row failures; the attempt number counts earlier failures of the same row.
+
+        One query counts the earlier failures of every row in `errors`, one insert writes them all
+        (a row listed twice gets consecutive attempts)."""
+        errors = list(errors)
+        if not errors:
+            return []
+        earlier = dict(
+            self.connection.execute(
+                "SELECT row_id, count(*) FROM failures WHERE stage = ? AND row_id IN (SELECT unnest(?)) "
+                "GROUP BY row_id",
+                [stage, sorted({error.row_id for error in errors})],
+            ).fetchall()
+        )
         failures = []
         for error in errors:
-            attempt = self.failure_count(stage, error.row_id) + 1
+            attempt = earlier.get(error.row_id, 0) + 1
+            earlier[error.row_id] = attempt
             failure = Failure(
                 id=content_id(stage, error.row_id, attempt),
                 stage=stage,
@@ -165,8 +183,8 @@ class Warehouse:
                 run_id=run_id,
                 kind=error.kind,
             )
-            self.insert([failure])
             failures.append(failure)
+        self.insert(failures)
         return failures
 
     # --- reads ------------------------------------------------------------------------------------
