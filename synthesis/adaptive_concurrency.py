@@ -193,23 +193,28 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 # --- one limit per endpoint per process ---------------------------------------------------------
 
-# A client endpoint backs off by a quarter, not a half: one refusal per round trip is answered at
-# once, and halving a window near the capacity idles a quarter of it until it grows back
-# (bench/aimd.py: goodput/capacity 0.79 with 0.5 on a loaded 2-core machine).
-ENDPOINT_BACKOFF = 0.9
+# A client endpoint backs off by 15 %, not by half: one refusal per round trip is answered at once,
+# and halving a window near the capacity idles up to half of it until it grows back. bench/aimd.py
+# (capacity 16, 15 s per mode, one after another): backoff 0.5 gave goodput/capacity 0.85; 0.8:
+# 0.91 with 2.8 % refused; 0.85: 0.93 with 3.3 %; 0.9: 0.96 with 4.2 % (too close to the 5 % goal).
+ENDPOINT_BACKOFF = 0.85
 _LIMITS: dict[tuple[str, int], AdaptiveLimit] = {}
 _LIMITS_LOCK = threading.Lock()
 
 
 def limit_for(endpoint: str, ceiling: int) -> AdaptiveLimit:
     """This process's limit for an endpoint (created on first use), shared by every client, batch and
-    thread that calls it with the same ceiling (its configured `max_concurrency`)."""
+    thread that calls it with the same ceiling (its configured `max_concurrency`).
+
+    It starts at half the ceiling (at least 4): the configured number is a better first guess than
+    4, and slow start reaches the ceiling in one round trip; from 4, a batch of 64 trajectories lost
+    about a second of a 300 ms model's time to slow start (bench/agent_throughput.py)."""
     with _LIMITS_LOCK:
         limit = _LIMITS.get((endpoint, ceiling))
         if limit is None:
             limit = AdaptiveLimit(
                 ceiling=ceiling,
-                initial=min(ceiling, AdaptiveLimit.initial),
+                initial=max(min(ceiling, AdaptiveLimit.initial), ceiling // 2),
                 backoff=ENDPOINT_BACKOFF,
                 name=endpoint,
             )
