@@ -10,7 +10,7 @@ link's bandwidth:
 - **congestion avoidance**: then by `1 / limit` per success (about one per round trip of the whole
   window) while latency holds;
 - **overload** (429, 503, a time-out, or a latency above `latency_tolerance` times the best latency
-  seen recently): the limit is multiplied by `backoff` (0.5), at most once per round trip — the
+  seen recently for answers of the same size class, when the caller tells sizes): the limit is multiplied by `backoff` (0.5), at most once per round trip — the
   requests already in flight when it shrank do not shrink it again;
 - never below `floor`, never above `ceiling` (the configured `max_concurrency`).
 
@@ -41,9 +41,12 @@ class Slot:
     started: float
     epoch: int  # the limit's decrease count when the request started
     outcome: str = ""  # "ok" or "overload" once reported
+    size: int = 0  # how big the answer was (e.g. completion tokens); 0 = not told
 
-    def ok(self) -> None:
+    def ok(self, size: int = 0) -> None:
+        """A success; `size` (completion tokens, say) puts its latency beside answers of like size."""
         self.outcome = "ok"
+        self.size = max(0, int(size))
 
     def overload(self) -> None:
         self.outcome = "overload"
@@ -56,7 +59,7 @@ class AdaptiveLimit:
     initial: int = 4
     backoff: float = 0.5
     latency_tolerance: float = 2.5
-    latency_window: int = 200  # successes whose latency forms the baseline (their minimum)
+    latency_window: int = 200  # successes (per size class) whose latency forms the baseline (their minimum)
     name: str = ""
     clock: Callable[[], float] = time.monotonic
     limit: float = field(init=False)
@@ -70,7 +73,8 @@ class AdaptiveLimit:
             raise ValueError("need 1 <= floor <= ceiling")
         self.limit = float(min(self.ceiling, max(self.floor, self.initial)))
         self._lock = threading.Lock()
-        self._latencies: deque[float] = deque(maxlen=self.latency_window)
+        # per size class (the bit length of `Slot.size`): a 2,000-token answer is not an inflated 20-token one
+        self._latencies: dict[int, deque[float]] = {}
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self._record()
 
@@ -140,8 +144,9 @@ class AdaptiveLimit:
     # --- the control law ------------------------------------------------------------------------
 
     def _on_success(self, slot: Slot, latency: float) -> None:
-        baseline = min(self._latencies) if self._latencies else latency
-        self._latencies.append(latency)
+        recent = self._latencies.setdefault(slot.size.bit_length(), deque(maxlen=self.latency_window))
+        baseline = min(recent) if recent else latency
+        recent.append(latency)
         if latency > self.latency_tolerance * max(baseline, 1e-3):
             if slot.epoch == self.decreases:  # once per round trip, as for refusals
                 self._decrease("latency inflation", latency, baseline)

@@ -249,7 +249,7 @@ class _Retryable(Exception):
 class _FixedSlot:
     """Fixed concurrency: outcomes are not judged."""
 
-    def ok(self) -> None:
+    def ok(self, size: int = 0) -> None:
         pass
 
     def overload(self) -> None:
@@ -499,7 +499,6 @@ class LLMClient:
                     body={"model": self.config.model, "messages": messages, **parameters},
                 )
                 body = response.content
-                slot.ok()
             except openai.APIStatusError as error:
                 status = error.status_code
                 if status in OVERLOAD_STATUSES:
@@ -531,11 +530,13 @@ class LLMClient:
                 raise _Retryable(
                     f"connection error ({type(cause).__name__ if cause else 'unknown'})"
                 ) from None
-        if len(body) > self.config.max_response_bytes:  # e.g. a compressed body that expanded
-            raise ModelOutputError(
-                f"response larger than max_response_bytes={self.config.max_response_bytes}"
-            )
-        data = _parse_completion(body)
+            if len(body) > self.config.max_response_bytes:  # e.g. a compressed body that expanded
+                raise ModelOutputError(
+                    f"response larger than max_response_bytes={self.config.max_response_bytes}"
+                )
+            data = _parse_completion(body)
+            # latency is compared with answers of like length: a long answer is not an overloaded server
+            slot.ok(int((data.get("usage") or {}).get("completion_tokens") or 0))
         if self._token_bucket is not None:
             usage = data.get("usage") or {}
             actual = int(usage.get("total_tokens") or 0)

@@ -116,3 +116,20 @@ def test_bad_bounds_are_refused() -> None:
         AdaptiveLimit(ceiling=0)
     with pytest.raises(ValueError):
         AdaptiveLimit(ceiling=4, floor=5)
+
+
+def test_a_long_answer_is_compared_with_answers_of_its_own_size():
+    clock = Clock()
+    limit = AdaptiveLimit(ceiling=32, initial=8, clock=clock)
+
+    async def answer(latency: float, size: int) -> None:
+        slot = await limit.acquire()
+        clock.now += latency
+        slot.ok(size)
+        limit.release(slot)
+
+    asyncio.run(answer(0.5, 20))  # a short tool call
+    asyncio.run(answer(5.0, 2000))  # a long answer: ten times slower, not an overload
+    assert limit.decreases == 0
+    asyncio.run(answer(5.0, 20))  # a short answer as slow as the long one: latency inflation
+    assert limit.decreases == 1
