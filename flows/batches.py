@@ -132,7 +132,7 @@ def run_batches(
     futures = [submit(batch) for batch in batches]
     for batch, future in zip(batches, futures, strict=True):
         input_ids = [item_id(item) for item in batch]
-        if guard.stopped and _cancel(future):
+        if guard.stopped and cancel_if_not_started(future):
             continue
         try:
             result: BatchResult = future.result()
@@ -146,7 +146,7 @@ def run_batches(
     return counts
 
 
-def _cancel(future: Any) -> bool:
+def cancel_if_not_started(future: Any) -> bool:
     """Cancel a batch that has not started (thread runner, plain executor); False if it runs."""
     inner = getattr(future, "wrapped_future", future)
     cancel = getattr(inner, "cancel", None)

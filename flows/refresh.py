@@ -130,7 +130,7 @@ def _run_id() -> str:
 @flow(name="refresh", log_prints=True)
 def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
     """Mine new topics, process only them, export a version when >= `min_new` new samples were kept."""
-    from flows.regenerate import STAGES
+    from flows.regenerate import run_stages
     from flows.resources import resources_for
 
     config = Config.model_validate(config_data)
@@ -164,9 +164,9 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
             stage_config = config.model_copy(
                 update={"sizes": raised_sizes(config.sizes, _kept(warehouse, curator), len(topics))}
             )
-            for stage in REFRESH_STAGES:
-                counts[stage] = vars(STAGES[stage](warehouse, stage_config, run.id))
-                if counts[stage].get("stopped"):  # a fatal error or an open breaker: no partial version
+            run_stages(warehouse, stage_config, run.id, list(REFRESH_STAGES), counts)
+            for stage in REFRESH_STAGES:  # a fatal error or an open breaker: no partial version
+                if counts.get(stage, {}).get("stopped"):
                     summary["stopped"] = f"{stage} stopped: {counts[stage]['stopped']}"
                     break
             for state in states:

@@ -17,6 +17,7 @@ from flows import tasks
 from flows.batches import StageCounts, direct_executor, run_until_done
 from flows.ledger import RunLedger, finish_status
 from flows.live_status import serve_readers
+from flows.overlap import StageWork, run_overlapped
 from flows.settings import code_version
 from flows.stage_names import STAGE_ORDER
 from flows.workspace import Workspace
@@ -165,6 +166,77 @@ def stage_export(warehouse: Warehouse, config: Config, run_id: str) -> StageCoun
     return tasks.export_into(warehouse, config, run_id)
 
 
+def _works(warehouse: Warehouse, config: Config) -> dict[str, StageWork]:
+    """The batch stages as the overlapping loop runs them: the same pending queries and tasks."""
+    bound = config.in_flight_batches
+    return {
+        "prompts": StageWork(
+            "prompts",
+            pending=lambda: pending.pending_topics(
+                warehouse, config.writer_fingerprint(), config.max_attempts
+            ),
+            item_id=lambda topic: topic.id,
+            submit=_submit(tasks.write_prompts, config),
+            batch_size=config.batch_size,
+            in_flight_batches=bound,
+        ),
+        "trajectories": StageWork(
+            "trajectories",
+            pending=lambda: pending.pending_prompts(
+                warehouse, config.writer_fingerprint(), config.teacher_fingerprint(), config.max_attempts
+            ),
+            item_id=lambda prompt: prompt.id,
+            submit=_submit(tasks.run_teacher, config),
+            batch_size=config.batch_size,
+            in_flight_batches=bound,
+        ),
+        "images": StageWork(
+            "images",
+            pending=lambda: _paint_requests(warehouse, config),
+            item_id=lambda request: request.trajectory.id,
+            submit=_submit(tasks.paint_images, config),
+            batch_size=config.painter.batch_size * 4,
+            in_flight_batches=bound,
+        ),
+        "judgements": StageWork(
+            "judgements",
+            pending=lambda: _judge_inputs(warehouse, config),
+            item_id=lambda item: item.image.id,
+            submit=_submit(tasks.judge_images, config),
+            batch_size=config.batch_size,
+            in_flight_batches=bound,
+        ),
+    }
+
+
+# Stages the flow runs together, polling each in turn (flows.overlap); the others run alone, in order.
+OVERLAPPING = ("prompts", "trajectories", "images", "judgements")
+
+
+def run_stages(
+    warehouse: Warehouse, config: Config, run_id: str, stages: list[str], counts: dict[str, Any]
+) -> None:
+    """Run `stages` (in STAGE_ORDER) into `counts`: topics alone, then the batch stages overlapping,
+    then curation and export alone. Stops after a step where a stage stopped (a fatal error or an open
+    breaker: later stages would work on a partial stage)."""
+    steps: list[list[str]] = []
+    for stage in stages:
+        if stage in OVERLAPPING and steps and steps[-1][0] in OVERLAPPING:
+            steps[-1].append(stage)
+        else:
+            steps.append([stage])
+    for step in steps:
+        started = time.perf_counter()
+        if step[0] in OVERLAPPING:
+            works = _works(warehouse, config)
+            counts.update(run_overlapped(warehouse, run_id, [works[stage] for stage in step]))
+        else:
+            counts[step[0]] = vars(STAGES[step[0]](warehouse, config, run_id))
+            counts[step[0]]["seconds"] = round(time.perf_counter() - started, 3)
+        if any(counts[stage].get("stopped") for stage in step):
+            break
+
+
 STAGES = {
     "topics": stage_topics,
     "prompts": stage_prompts,
@@ -197,12 +269,7 @@ def regenerate(
         )
         run = ledger.run
         try:
-            for stage in selected:
-                started = time.perf_counter()
-                counts[stage] = vars(STAGES[stage](warehouse, config, run.id))
-                counts[stage]["seconds"] = round(time.perf_counter() - started, 3)
-                if counts[stage].get("stopped"):
-                    break  # a fatal error or an open breaker: later stages would work on a partial stage
+            run_stages(warehouse, config, run.id, selected, counts)
         except BaseException as error:
             ledger.finish(finish_status(error), counts)
             raise

@@ -259,6 +259,12 @@ class Config(Section):
         exclude_if=lambda value: value == 60.0,
         description="seconds an open breaker refuses calls before one probe call may go through",
     )
+    in_flight_batches: int = Field(
+        2,
+        ge=1,
+        exclude_if=lambda value: value == 2,
+        description="batches each stage may have running at once while stages overlap (back-pressure)",
+    )
 
     @field_validator("runner")
     @classmethod
@@ -313,7 +319,14 @@ class Config(Section):
         return fingerprint(
             self.model_dump(
                 mode="json",
-                exclude={"workdir", "runner", "batch_size", "breaker_threshold", "breaker_cooldown_s"},
+                exclude={
+                    "workdir",
+                    "runner",
+                    "batch_size",
+                    "breaker_threshold",
+                    "breaker_cooldown_s",
+                    "in_flight_batches",
+                },
             )
         )
 
