@@ -52,7 +52,7 @@ def test_the_level_drops_under_refusals_and_every_request_succeeds():
     limit = client.adaptive_limit
     assert limit.decreases >= 1
     assert limit.level < 12
-    assert min(level for _, level in limit.levels) <= 6  # halved at least once from above the capacity
+    assert min(level for _, level in limit.levels) <= 4  # backed off from 6 (half the ceiling) towards 3
     usage = meter.by_role({"teacher": client})["teacher"]
     assert usage["calls"] == 60
     assert usage["concurrency_level"] == limit.level
@@ -169,3 +169,21 @@ def test_capacity_server_ideal():
     assert best_throughput(16, 0.1) == pytest.approx(
         max(n / (0.1 * latency_factor(n, 16)) for n in range(1, 17))
     )
+
+
+def test_the_paint_task_records_the_painter_level_in_its_usage(tmp_path):
+    from flows.batches import BatchResult
+    from flows.tasks import paint_images
+    from tests.servers.images_server import ImagesServer, Status
+
+    with ImagesServer() as server:
+        server.reply(Status(429))
+        config = Config(
+            workdir=str(tmp_path / "work"),
+            painter=PainterConfig(kind="http", model="m", base_url=server.base_url, max_concurrency=6),
+        )
+        result = paint_images.fn(config.model_dump(mode="json"), [paint_request(i) for i in range(5)])
+    assert isinstance(result, BatchResult) and len(result.rows) == 5
+    levels = result.usage["painter"]
+    assert levels["backoffs"] >= 1 and 1 <= levels["concurrency_level"] <= 6  # the 429 (and maybe latency)
+    assert set(levels) == {"concurrency_level", "concurrency_mean", "backoffs"}
