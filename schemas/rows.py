@@ -147,7 +147,8 @@ class Image(Row):
     steps: int = 0
     guidance: float = 0.0
     elapsed_s: float = 0.0
-    prompt_tokens_truncated: int = 0  # ground truth: gen_prompt tokens cut off by the text encoder's max length
+    # ground truth: gen_prompt tokens cut off by the text encoder's max length
+    prompt_tokens_truncated: int = 0
 
 
 # --- judgements -----------------------------------------------------------------------------------
@@ -283,7 +284,8 @@ class Run(Row):
     pid: int = 0
     host: str = ""
     process_started: int = 0  # the process's start time in clock ticks since boot (Linux), 0 = unknown
-    usage_json: str = "{}"  # LLM role -> summed usage (calls, tokens, cost_usd, ...), updated after each batch
+    # LLM role -> summed usage (calls, tokens, cost_usd, ...), updated after each batch
+    usage_json: str = "{}"
     cost_usd: float = 0.0  # the sum of usage_json's cost_usd, updated after each batch
     batches: int = 0  # batches written so far
 
