@@ -115,6 +115,7 @@ class HubState:
     lfs_bytes_received: int = 0  # body bytes of every LFS PUT (basic and parts), complete or not
     lfs_uploads_completed: int = 0
     part_etags: dict[tuple[str, int], str] = field(default_factory=dict)  # (oid, part number) -> ETag
+    running_sha256: dict[str, tuple[Any, int]] = field(default_factory=dict)  # oid -> (sha256, next part)
     receive_delay_s: float = 0.0  # pause per received body chunk: a slow link, so a test can kill mid-upload
     authorization_headers: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -145,6 +146,19 @@ class HubState:
         repo.commits[digest] = commit
         repo.branches[branch] = digest
         return commit
+
+
+class _Both:
+    """A part's MD5 (its ETag) and, when the parts arrive in order, the whole object's running sha256."""
+
+    def __init__(self, part: Any) -> None:
+        self.part = part
+        self.whole: Any = None
+
+    def update(self, data: bytes) -> None:
+        self.part.update(data)
+        if self.whole is not None:
+            self.whole.update(data)
 
 
 def _value_oid(value: FileValue) -> str:
@@ -374,15 +388,27 @@ def create_app(state: HubState) -> FastAPI:
     async def lfs_put_part(oid: str, number: int, request: Request):
         # parts land at their offset in one file, so completing the upload needs no copy
         target = state.object_path(oid).with_suffix(".multipart")
-        digest = hashlib.md5()
+        digest = _Both(hashlib.md5())
+        with state.lock:  # parts arriving in order also feed a running sha256 of the whole object
+            running = state.running_sha256.get(oid)
+            if number == 1:
+                running = state.running_sha256[oid] = (hashlib.sha256(), 1)
+            if running is not None and running[1] == number:
+                digest.whole = running[0]
         with target.open("r+b" if target.exists() else "wb") as out:
             out.seek((number - 1) * state.chunk_size)
             failed = await receive(request, out, digest)
         if failed is not None:
+            with state.lock:
+                state.running_sha256.pop(oid, None)
             return failed
-        etag = f'"{digest.hexdigest()}"'
+        etag = f'"{digest.part.hexdigest()}"'
         with state.lock:
             state.part_etags[(oid, number)] = etag
+            if digest.whole is not None and oid in state.running_sha256:
+                state.running_sha256[oid] = (digest.whole, number + 1)
+            else:
+                state.running_sha256.pop(oid, None)
         return Response(status_code=200, headers={"ETag": etag})
 
     @app.post("/lfs-upload/{oid}/complete")
@@ -395,14 +421,19 @@ def create_app(state: HubState) -> FastAPI:
             if part["partNumber"] != expected or state.part_etags.get((oid, expected)) != part["etag"]:
                 return _error(400, f"part {expected} of {oid} was never uploaded or its etag differs")
         assembled = state.object_path(oid).with_suffix(".multipart")
-        digest = hashlib.sha256()
-        with assembled.open("rb") as data:
-            for block in iter(lambda: data.read(1 << 20), b""):
-                digest.update(block)
         with state.lock:
+            running = state.running_sha256.pop(oid, None)
             for number in range(1, len(parts) + 1):
                 state.part_etags.pop((oid, number), None)
-        return store(oid, size, assembled, digest.hexdigest()) or Response(status_code=200)
+        if running is not None and running[1] == len(parts) + 1:
+            sha256 = running[0].hexdigest()  # every part arrived in order: hashed as it came in
+        else:
+            digest = hashlib.sha256()
+            with assembled.open("rb") as data:
+                for block in iter(lambda: data.read(1 << 20), b""):
+                    digest.update(block)
+            sha256 = digest.hexdigest()
+        return store(oid, size, assembled, sha256) or Response(status_code=200)
 
     @app.post("/lfs-verify/{oid}")
     async def lfs_verify(oid: str, request: Request):
