@@ -8,6 +8,13 @@ and prints per-stage wall times and the overhead ratio prefect / direct (target:
     python -m bench.pipeline --prompts 1000        # about 20-30 minutes on 2 cores
     python -m bench.pipeline --prompts 100         # a quick look
     python -m bench.pipeline --prompts 100 --reader   # run time with a reader polling every second vs none
+    python -m bench.pipeline --prompts 200 --batch-size 16 --latency   # do the stages overlap?
+
+The default mode also runs the offline default stage by stage and prints each stage's CPU per row
+(the trajectories stage's CPU per prompt). `--latency` runs against a scripted OpenAI-compatible
+teacher (tests/servers/openai_server.py, a fixed delay per model turn, 16 concurrent) and an images
+API painting one image at a time with a fixed delay (tests/servers/images_server.py): one run with the
+stages overlapping, one stage by stage, and prints wall time / max(stage busy time) (goal <= 1.15).
 """
 
 from __future__ import annotations
@@ -164,6 +171,110 @@ def reader_overhead(root: Path, prompts: int, batch_size: int, rounds: int) -> N
         )
 
 
+# --- latency-injected backends: do the stages overlap? ---------------------------------------------
+
+OVERLAPPING = ("prompts", "trajectories", "images", "judgements")
+
+
+def latency_config(
+    workdir: Path, prompts: int, batch_size: int, teacher_url: str, painter_url: str
+) -> Config:
+    """The offline default, except the teacher (an OpenAI-compatible server answering each turn after a
+    fixed delay) and the painter (an images API painting one image at a time, a fixed delay each)."""
+    sizes = config_for(workdir, prompts, batch_size).sizes
+    teacher = {"base_url": teacher_url, "model": "bench-teacher", "max_concurrency": 16}
+    return Config.model_validate(
+        {
+            "workdir": str(workdir),
+            "batch_size": batch_size,
+            "sizes": sizes.model_dump(),
+            "teacher": {"kind": "llm", "browse_summary": False},
+            "llm": {"teacher": teacher | {"adaptive_concurrency": False}},
+            "painter": {
+                "kind": "http",
+                "base_url": painter_url,
+                "model": "bench-painter",
+                "max_concurrency": 1,
+                "adaptive_concurrency": False,
+            },
+        }
+    )
+
+
+def stage_by_stage(config: Config) -> dict[str, tuple[float, float, int]]:
+    """Each stage alone, in order, on a fresh work directory: stage -> (seconds, CPU seconds of this
+    process, rows). The seconds are the stage's own (inside the flow): its busy time when nothing else
+    runs beside it; the CPU seconds include the flow's start (about 0.1-0.2 s)."""
+    measured = {}
+    for stage in STAGE_ORDER:
+        cpu = cpu_seconds()
+        result = run_regenerate(config, [stage], command="bench-stage")
+        counts = result["counts"][stage]
+        measured[stage] = (counts["seconds"], cpu_seconds() - cpu, stage_rows(stage, counts))
+    return measured
+
+
+def print_stage_cpu(title: str, measured: dict[str, tuple[float, float, int]]) -> None:
+    print(f"\n{title}\n{'stage':<14}{'rows':>8}{'wall s':>9}{'cpu s':>8}{'cpu ms/row':>12}")
+    for stage, (seconds, cpu, rows) in measured.items():
+        per_row = f"{cpu / rows * 1000:>12.1f}" if rows else f"{'':>12}"
+        print(f"{stage:<14}{rows:>8}{seconds:>9.2f}{cpu:>8.2f}{per_row}")
+
+
+def latency_overlap(root: Path, prompts: int, batch_size: int, turn_s: float, image_s: float) -> None:
+    """The same run with stages overlapping (one `regenerate`) and stage by stage, against a teacher
+    server with `turn_s` per model turn and a painter with `image_s` per image (one at a time)."""
+    import threading
+
+    from tests.servers.images_server import ImagesServer
+    from tests.servers.openai_policy import CompetentPolicy
+    from tests.servers.openai_server import ScriptedOpenAIServer
+
+    class OneGPUImages(ImagesServer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpu = threading.Lock()
+
+        def answer(self, request):  # type: ignore[no-untyped-def]
+            with self.gpu:  # one image at a time, a fixed time each
+                time.sleep(image_s)
+            return super().answer(request)
+
+    with (
+        ScriptedOpenAIServer(respond=CompetentPolicy(), latency_s=turn_s) as teacher,
+        OneGPUImages() as painter,
+    ):
+
+        def config(name: str) -> Config:
+            return latency_config(root / name, prompts, batch_size, teacher.base_url, painter.base_url)
+
+        sequential = stage_by_stage(config("stage-by-stage"))
+        cpu, started = cpu_seconds(), time.perf_counter()
+        result = run_regenerate(config("overlapped"), command="bench-overlap")
+        wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    counts = result["counts"]
+    print_stage_cpu(
+        f"stage by stage (teacher {turn_s:g} s per turn x 16 concurrent, painter {image_s:g} s per image x 1)",
+        sequential,
+    )
+    overlapped = max(counts[stage]["seconds"] for stage in OVERLAPPING)
+    busiest = max(sequential[stage][0] for stage in OVERLAPPING)
+    in_order = sum(sequential[stage][0] for stage in OVERLAPPING)
+    print(f"\n{'overlapped':<14}{'rows':>8}{'done at s':>11}{'busy s':>9}")
+    for stage in OVERLAPPING:
+        print(
+            f"{stage:<14}{stage_rows(stage, counts[stage]):>8}{counts[stage]['seconds']:>11.2f}"
+            f"{counts[stage]['busy_seconds']:>9.2f}"
+        )
+    print(
+        f"\nbatch stages: overlapped {overlapped:.2f} s, stage by stage {in_order:.2f} s, busiest stage alone "
+        f"{busiest:.2f} s\nwall time / max(stage busy time): {overlapped / busiest:.3f} (goal <= 1.15; "
+        f"stage by stage: {in_order / busiest:.3f}); whole run {wall:.1f} s, {cpu:.1f} CPU s"
+    )
+    same = result["version"] and result["version"]["sft_rows"] + result["version"]["rl_rows"] > 0
+    print(f"overlapped run exported a version: {bool(same)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,12 +286,19 @@ def main() -> None:
         "--reader", action="store_true", help="compare runs with a reader polling every second and without"
     )
     parser.add_argument("--rounds", type=int, default=2, help="--reader: pairs of runs (order alternates)")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="overlapped vs stage-by-stage runs against a slow teacher server and a one-image-at-a-time painter",
+    )
+    parser.add_argument("--turn-s", type=float, default=0.3, help="--latency: teacher seconds per model turn")
+    parser.add_argument("--image-s", type=float, default=0.25, help="--latency: painter seconds per image")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="groundgen-bench-"))
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     server = None
-    if args.reader and not os.environ.get("PREFECT_API_URL"):
+    if (args.reader or args.latency) and not os.environ.get("PREFECT_API_URL"):
         # many runs in one process: a dedicated server (a temporary one per run drops events and stalls)
         from flows.prefect_server import start_prefect_server
 
@@ -191,6 +309,15 @@ def main() -> None:
 
     # warm-up: load the corpus, build the search index and the tiny pipeline once, start Prefect's server
     run_prefect(config_for(root / "warmup", 8, args.batch_size))
+    if args.latency:
+        try:
+            latency_overlap(root, args.prompts, args.batch_size, args.turn_s, args.image_s)
+        finally:
+            if server is not None:
+                stop_prefect_server(server)
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        return
     if args.reader:
         try:
             reader_overhead(root, args.prompts, args.batch_size, args.rounds)
@@ -223,6 +350,10 @@ def main() -> None:
         == (prefect["version"]["sft_rows"], prefect["version"]["rl_rows"])
     )
     print(f"same dataset sizes from both paths: {bool(same)}")
+    print_stage_cpu(
+        "offline default, stage by stage (CPU of this process per row)",
+        stage_by_stage(config_for(root / "stages", args.prompts, args.batch_size)),
+    )
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -119,10 +119,10 @@ def build(warehouse: Warehouse, config: Config, rows: int, seed: int = 0) -> dic
     timings["judgements"] = insert_chunked(warehouse, judgements)
     # failures: the missing images and judgements fail (some for good, some transiently)
     started = time.perf_counter()
-    errors = {"images": [], "judgements": []}
+    errors: dict[str, list[RowError]] = {"images": [], "judgements": []}
     for i in range(n_images, rows):
-        kind = "permanent" if i % 2 else "transient"
-        errors["images"] += [RowError(f"r{i:07d}", "PainterError", "x", kind=kind)] * config.max_attempts
+        error = RowError(f"r{i:07d}", "PainterError", "x", kind="permanent" if i % 2 else "transient")
+        errors["images"] += [error] * config.max_attempts
     for i in range(n_judged, n_images):
         errors["judgements"] += [RowError(f"i{i:07d}", "ModelOutputError", "x", kind="permanent")] * (
             config.max_attempts if i % 2 else 1
