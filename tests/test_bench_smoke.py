@@ -88,3 +88,29 @@ def test_agent_throughput_bench_prints_efficiency_and_the_peer_ratio():
     assert re.search(
         r"peer ratio \(ours / distilabel\) \d+\.\d{3}|distilabel OpenAILLM not run \(.+\)", output
     ), output
+
+
+def test_pipeline_latency_bench_prints_the_overlap_ratio(prefect_server):
+    output = run_bench(
+        "bench.pipeline",
+        "--prompts",
+        "8",
+        "--batch-size",
+        "4",
+        "--latency",
+        "--turn-s",
+        "0.05",
+        "--image-s",
+        "0.02",
+    )
+    assert re.search(r"wall time / max\(stage busy time\): \d+\.\d{3} \(goal <= 1\.15", output), output
+    assert re.search(r"^trajectories +8 +[\d.]+ +[\d.]+ +[\d.]+$", output, re.M), output
+    assert "overlapped run exported a version: True" in output
+
+
+def test_warehouse_bench_prints_pending_queries_and_the_curation_pass():
+    output = run_bench("bench.warehouse", "--rows", "400")
+    assert re.search(r"^pending_curation +\d+ +[\d.]+ +\d+ +[\d.]+$", output, re.M), output
+    assert re.search(
+        r"curation pass .*: \d+ candidates, \d+ samples in [\d.]+ s, \d+ candidates/s", output
+    ), output
