@@ -27,6 +27,7 @@ from urllib.parse import urljoin
 import httpcore
 import httpx
 
+from extractors.html_extract import BINARY_MAGIC
 from extractors.url_guard import GuardVerdict, Resolver, check_url
 from schemas.config import FetchConfig
 from schemas.errors import FetchError, UnsafeURLError
@@ -36,16 +37,6 @@ DEFAULT_USER_AGENT = "groundgen/0.1 (dataset builder; +https://github.com/ground
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 TEXT_TYPES = ("text/", "application/xhtml", "application/xml", "application/json", "application/ld+json")
-BINARY_MAGIC = (
-    b"\x89PNG",
-    b"\xff\xd8\xff",
-    b"GIF8",
-    b"%PDF",
-    b"PK\x03\x04",
-    b"\x1f\x8b",
-    b"RIFF",
-    b"\x00\x00",
-)
 
 try:  # brotli is optional: advertise it only when it can be decoded
     import brotli  # type: ignore[import-not-found]

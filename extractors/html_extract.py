@@ -50,7 +50,8 @@ BINARY_MAGIC = (
     b"\x1f\x8b",
     b"RIFF",
     b"\x7fELF",
-)
+    b"\x00\x00",
+)  # also what the fetcher refuses as a binary body (extractors/fetcher.py)
 MIN_BINARY_SNIFF_BYTES = 256
 _CONTROL_BYTES = [bytes([code]) for code in (*range(0, 9), 11, 12, *range(14, 32), 127)]
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

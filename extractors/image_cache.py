@@ -17,13 +17,13 @@ A hit is served only while its blob is still in the blob store.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from extractors.page_cache import open_cache_database
 from schemas.errors import GroundgenError
 
 _SCHEMA = (
@@ -103,16 +103,9 @@ class ImageCache:
 
     def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(
-            self.path, timeout=30, check_same_thread=False, isolation_level=None
-        )
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self._connection.execute(statement)
+        self._connection = open_cache_database(self.path, _SCHEMA)
 
     def get_url(self, url: str) -> CachedImage | None:
         with self._lock:

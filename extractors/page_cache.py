@@ -83,6 +83,18 @@ def error_ttl(error: GroundgenError, retry_ttl_s: float, error_ttl_s: float) -> 
     return retry_ttl_s if getattr(error, "retryable", False) else error_ttl_s
 
 
+def open_cache_database(path: Path, schema: tuple[str, ...]) -> sqlite3.Connection:
+    """A worker-side cache file: SQLite in WAL mode (safe for the threads of one process and for several
+    processes on one machine), autocommit, its tables created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    for statement in schema:
+        connection.execute(statement)
+    return connection
+
+
 def page_cache_path(workdir: Path | str) -> Path:
     return Path(workdir) / "cache" / "pages.sqlite"
 
@@ -166,15 +178,9 @@ class PageCache:
 
     def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(
-            self.path, timeout=30, check_same_thread=False, isolation_level=None
-        )
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute(_SCHEMA)
+        self._connection = open_cache_database(self.path, (_SCHEMA,))
 
     def get(self, url: str) -> CachedPage | None:
         with self._lock:
