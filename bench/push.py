@@ -9,6 +9,8 @@ Hub-compatible test server in its own process on 127.0.0.1 (objects stored on di
 2. PUTs the same files, one request each, with httpx streaming from disk to the same server's upload
    endpoint (the ideal: bytes over the same loopback socket with no protocol around them).
 
+Each is measured `--reps` times in alternating order (a fresh server per rep), and the medians compared.
+
 Prints MB/s of both, their ratio (target >= 0.8) and the push's peak RSS (target <= 512 MiB while
 pushing 2 GB).
 
@@ -22,7 +24,9 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,6 +178,7 @@ def main() -> None:
     parser.add_argument("--gigabytes", type=float, default=2.0, help="size of the synthetic version")
     parser.add_argument("--shard-mib", type=int, default=256, help="shard size (the export's default)")
     parser.add_argument("--chunk-mib", type=int, default=64, help="multipart chunk size the server asks for")
+    parser.add_argument("--reps", type=int, default=3, help="reps of each, in alternating order (median)")
     args = parser.parse_args()
 
     total = int(args.gigabytes * 1024 * MiB)
@@ -181,19 +186,33 @@ def main() -> None:
     sizes = [shard] * (total // shard) + ([total % shard] if total % shard else [])
     with tempfile.TemporaryDirectory(prefix="groundgen-push-bench-") as tmp:
         folder = write_synthetic_version(Path(tmp) / "v1", sizes)
-        server, endpoint = start_server(Path(tmp) / "lfs", args.chunk_mib * MiB)
-        try:
-            push = measure_push(folder, endpoint)
-            raw = measure_raw_put(folder, endpoint)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        pushes, raws = [], []
+        for rep in range(args.reps):  # alternating order, a fresh server (empty object store) per rep
+            server, endpoint = start_server(Path(tmp) / f"lfs-{rep}", args.chunk_mib * MiB)
+            try:
+                if rep % 2 == 0:
+                    pushes.append(measure_push(folder, endpoint))
+                    raws.append(measure_raw_put(folder, endpoint))
+                else:
+                    raws.append(measure_raw_put(folder, endpoint))
+                    pushes.append(measure_push(folder, endpoint))
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+                shutil.rmtree(Path(tmp) / f"lfs-{rep}", ignore_errors=True)
+    push = {**pushes[0], "seconds": statistics.median(p["seconds"] for p in pushes)}
+    push["peak_rss_mib"] = max(p["peak_rss_mib"] for p in pushes)
+    raw = {**raws[0], "seconds": statistics.median(r["seconds"] for r in raws)}
     data_bytes = sum(sizes)
     push_rate = data_bytes / push["seconds"] / MiB
     raw_rate = raw["bytes"] / raw["seconds"] / MiB
     print(f"version: {len(sizes)} shards, {data_bytes / MiB:,.0f} MiB of data (+ card and manifest)")
-    print(f"groundgen push ({push['transfer']}): {push['seconds']:.1f} s, {push_rate:,.1f} MiB/s")
-    print(f"raw HTTP PUT of the same bytes: {raw['seconds']:.1f} s, {raw_rate:,.1f} MiB/s")
+    print(
+        f"groundgen push ({push['transfer']}): median {push['seconds']:.1f} s of {args.reps}, {push_rate:,.1f} MiB/s"
+    )
+    print(
+        f"raw HTTP PUT of the same bytes: median {raw['seconds']:.1f} s of {args.reps}, {raw_rate:,.1f} MiB/s"
+    )
     print(f"throughput ratio (push / raw PUT): {push_rate / raw_rate:.3f}  (target >= 0.8)")
     print(
         f"push peak RSS: {push['peak_rss_mib']:.0f} MiB  (target <= 512 MiB; ratio {push['peak_rss_mib'] / 512:.3f})"
