@@ -114,3 +114,14 @@ def test_warehouse_bench_prints_pending_queries_and_the_curation_pass():
     assert re.search(
         r"curation pass .*: \d+ candidates, \d+ samples in [\d.]+ s, \d+ candidates/s", output
     ), output
+
+
+def test_live_mechanisms_bench_prints_each_mechanism_against_the_plain_insert():
+    output = run_bench("bench.live_mechanisms", "--rows", "300", "--batches", "2")
+    for mechanism in ("(a) reopen", "(b) socket", "(c) snapshot"):
+        assert re.search(rf"{re.escape(mechanism)} +[\d.]+ +\d+\.\d\d", output), output
+
+
+def test_quality_bench_prints_the_rules_precision_on_the_labelled_sample():
+    output = run_bench("bench.quality", "--skip-run")
+    assert re.search(r"rule_subject_mismatch +\d+ +\d+ +\d+ +\d+ +(\d\.\d{3}|n/a)", output), output
