@@ -8,6 +8,7 @@ limit is 1, and the refresh lock guards the work directory against any other ref
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +25,11 @@ SERVER_HINT = (
 
 
 def deployment_name(config: Config) -> str:
-    """One deployment per work directory: `groundgen-refresh-<work dir name>`."""
-    return f"{DEPLOYMENT_PREFIX}-{Path(config.workdir).resolve().name}"
+    """One deployment per work directory: `groundgen-refresh-<work dir name>-<hash of its path>`, so
+    two work directories with the same name (`/a/groundgen-data`, `/b/groundgen-data`) served on one
+    Prefect server never replace each other's deployment."""
+    path = Path(config.workdir).resolve()
+    return f"{DEPLOYMENT_PREFIX}-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
 def require_server() -> str:

@@ -17,7 +17,8 @@ import duckdb
 import pytest
 from prefect.deployments import run_deployment
 
-from flows.schedule import prefect_status
+from flows.schedule import deployment_name, prefect_status
+from schemas.config import Config
 from tests.test_pipeline_offline import content, table_ids
 
 pytestmark = pytest.mark.slow
@@ -162,11 +163,12 @@ def test_sql_during_a_scheduled_refresh(tmp_path, prefect_server):
 
     try:
         deadline = time.monotonic() + 240
-        while "groundgen-refresh-sched" not in [d["deployment"] for d in prefect_status()["schedules"]]:
+        deployment = deployment_name(Config(workdir=workdir))
+        while deployment not in [d["deployment"] for d in prefect_status()["schedules"]]:
             assert time.monotonic() < deadline and serve.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.5)
         # a flow run of the served deployment now, instead of waiting for its first interval
-        run_deployment("refresh/groundgen-refresh-sched", timeout=0)
+        run_deployment(f"refresh/{deployment}", timeout=0)
         while not refreshing():
             assert time.monotonic() < deadline and serve.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(0.05)

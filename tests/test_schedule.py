@@ -45,7 +45,11 @@ def test_schedule_needs_a_server_and_one_schedule(monkeypatch, tmp_path):
         app, ["schedule", "--interval", "5", "--cron", "* * * * *", "-w", str(tmp_path)]
     )
     assert both.exit_code == 2 and "give exactly one of --cron or --interval" in both.output
-    assert deployment_name(Config(workdir=tmp_path / "data")) == "groundgen-refresh-data"
+    name = deployment_name(Config(workdir=tmp_path / "data"))
+    assert name.startswith("groundgen-refresh-data-") and len(name) == len("groundgen-refresh-data-") + 8
+    # same name, another place: another deployment (serving one never replaces the other's)
+    assert deployment_name(Config(workdir=tmp_path / "elsewhere" / "data")) != name
+    assert deployment_name(Config(workdir=tmp_path / "data")) == name
 
 
 def _completed_runs(deployment: str) -> list[dict]:
@@ -60,6 +64,9 @@ def test_scheduled_refresh_runs_and_exports_a_version(tmp_path, prefect_server):
     workdir = tmp_path / "sched"
     config_file = tmp_path / "refresh.toml"
     config_file.write_text(CONFIG.format(workdir=workdir))
+    # other tests serve a work dir named "sched" on the same Prefect server: the path keeps them apart
+    deployment = deployment_name(Config(workdir=workdir))
+    assert deployment.startswith("groundgen-refresh-sched-")
     log = open(tmp_path / "serve.log", "wb")
     process = subprocess.Popen(
         [
@@ -82,17 +89,17 @@ def test_scheduled_refresh_runs_and_exports_a_version(tmp_path, prefect_server):
     )
     try:
         deadline = time.monotonic() + 280
-        while time.monotonic() < deadline and not _completed_runs("groundgen-refresh-sched"):
+        while time.monotonic() < deadline and not _completed_runs(deployment):
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
             time.sleep(1)
-        completed = _completed_runs("groundgen-refresh-sched")
+        completed = _completed_runs(deployment)
         assert completed, f"no scheduled refresh completed: {prefect_status()['flow_runs']}"
         # the runner still tracks a run's process for a moment after its state is Completed; a SIGTERM
         # right then marks it Cancelled (Prefect 3.9), so let that process exit first
         time.sleep(3)
         schedules = prefect_status()["schedules"]
         assert {
-            "deployment": "groundgen-refresh-sched",
+            "deployment": deployment,
             "schedule": "every 8 s",
             "active": "True",
         } in [{k: v for k, v in d.items() if k != "id"} for d in schedules]
@@ -135,5 +142,5 @@ def test_scheduled_refresh_runs_and_exports_a_version(tmp_path, prefect_server):
 
     status = CliRunner().invoke(app, ["status", "-c", str(config_file)], env={"COLUMNS": "200"})
     assert status.exit_code == 0, status.output
-    assert "groundgen-refresh-sched" in status.output and "every 8 s" in status.output
+    assert deployment in status.output and "every 8 s" in status.output
     assert any("Completed" in line and line.rstrip().endswith(" v1") for line in status.output.splitlines())
