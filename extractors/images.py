@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from extractors.image_cache import CachedImage, ImageCache, StoredImage
-from extractors.page_cache import DEFAULT_ERROR_TTL_S, DEFAULT_RETRY_TTL_S, error_ttl, rebuild_error
+from extractors.page_cache import (
+    DEFAULT_ERROR_TTL_S,
+    DEFAULT_RETRY_TTL_S,
+    error_ttl,
+    rebuild_error,
+    single_flight,
+)
 from schemas.errors import GroundgenError, ImageValidationError
 from schemas.protocols import BlobWriter, DownloadedImage, Fetcher
 
@@ -194,32 +200,20 @@ class ReferenceImageDownloader:
                 raise rebuild_error(entry.error_class, entry.error, entry.error_status, entry.retryable)
             if entry.image is not None and self.blobs.exists(entry.image.sha256):
                 return entry.image
-        pending = self._in_flight.get(url)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[StoredImage] = asyncio.get_running_loop().create_future()
-        self._in_flight[url] = future
+        return await single_flight(self._in_flight, url, lambda: self._fetch_and_remember(url, cache))
+
+    async def _fetch_and_remember(self, url: str, cache: ImageCache) -> StoredImage:
+        """Fetch and store the image, and remember the outcome (an error by the page cache's rules)."""
         try:
-            try:
-                stored = await self._fetch_and_store(url)
-            except GroundgenError as error:
-                now = self.clock()
-                ttl = error_ttl(error, self.retry_ttl_s, self.error_ttl_s)
-                if ttl > 0:
-                    await asyncio.to_thread(cache.put_url, CachedImage.from_error(url, error, now, now + ttl))
-                raise
-            await asyncio.to_thread(cache.put_url, CachedImage(url, self.clock(), None, stored))
-            future.set_result(stored)
-            return stored
-        except BaseException as error:
-            if isinstance(error, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(error)
-                future.exception()  # retrieved: no warning when nobody else waits
+            stored = await self._fetch_and_store(url)
+        except GroundgenError as error:
+            now = self.clock()
+            ttl = error_ttl(error, self.retry_ttl_s, self.error_ttl_s)
+            if ttl > 0:
+                await asyncio.to_thread(cache.put_url, CachedImage.from_error(url, error, now, now + ttl))
             raise
-        finally:
-            del self._in_flight[url]
+        await asyncio.to_thread(cache.put_url, CachedImage(url, self.clock(), None, stored))
+        return stored
 
     async def _fetch_and_store(self, url: str) -> StoredImage:
         self.fetches += 1

@@ -26,11 +26,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from extractors.html_extract import relevant_passages
 from schemas import errors as error_types
@@ -39,6 +39,7 @@ from schemas.ids import content_id
 from schemas.protocols import Browser, Page, PageImage, Tools
 from schemas.rows import PageRecord
 
+T = TypeVar("T")
 FULL_TEXT_CHARS = 100_000  # the most extracted text kept per page
 MAX_IMAGES = 20
 DEFAULT_RETRY_TTL_S = 120.0
@@ -93,6 +94,31 @@ def open_cache_database(path: Path, schema: tuple[str, ...]) -> sqlite3.Connecti
     for statement in schema:
         connection.execute(statement)
     return connection
+
+
+async def single_flight(
+    in_flight: dict[str, asyncio.Future[T]], key: str, work: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `work()` once per `key` at a time: concurrent callers with the same key await the first
+    caller's result (or its exception) instead of repeating the fetch."""
+    pending = in_flight.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    in_flight[key] = future
+    try:
+        result = await work()
+        future.set_result(result)
+        return result
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as error:  # waiters see it too
+        future.set_exception(error)
+        future.exception()  # mark retrieved: no "never retrieved" warning when nobody waits
+        raise
+    finally:
+        del in_flight[key]
 
 
 def page_cache_path(workdir: Path | str) -> Path:
@@ -290,24 +316,7 @@ class CachingBrowser:
         cached = await asyncio.to_thread(self.cache.get, url)
         if cached is not None:
             return cached
-        pending = self._in_flight.get(url)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
-        self._in_flight[url] = future
-        try:
-            entry = await self._fetch(url)
-            future.set_result(entry)
-            return entry
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as error:  # a bug: waiters see it too
-            future.set_exception(error)
-            future.exception()  # mark retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
-            del self._in_flight[url]
+        return await single_flight(self._in_flight, url, lambda: self._fetch(url))
 
     async def _fetch(self, url: str) -> CachedPage:
         self.fetches += 1
