@@ -31,6 +31,17 @@ def retry_unless_fatal(task: Any, task_run: Any, state: Any) -> bool:
     return error is None or error_kind(error) != "fatal"
 
 
+def batch_task(name: str, *, retries: int = 2, retry_delay_seconds: list[float] | None = None) -> Any:
+    """A stage's batch task: never cached, retried by Prefect on anything but a fatal error."""
+    return task(
+        name=name,
+        cache_policy=NONE,
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds or [1, 5],
+        retry_condition_fn=retry_unless_fatal,
+    )
+
+
 async def _gather_rows(
     items: Sequence[ItemT],
     item_id: Callable[[ItemT], str],
@@ -58,13 +69,7 @@ async def _gather_rows(
     return result
 
 
-@task(
-    name="write-prompts",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_fatal,
-)
+@batch_task("write-prompts")
 def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     writer = resources.writer()
@@ -80,13 +85,7 @@ def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResu
     return result
 
 
-@task(
-    name="run-teacher",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_fatal,
-)
+@batch_task("run-teacher")
 def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResult:
     from extractors.page_cache import page_records
 
@@ -112,13 +111,7 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
     return result
 
 
-@task(
-    name="paint-images",
-    cache_policy=NONE,
-    retries=1,
-    retry_delay_seconds=[5],
-    retry_condition_fn=retry_unless_fatal,
-)
+@batch_task("paint-images", retries=1, retry_delay_seconds=[5])
 def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     images, errors = resources.paint(requests)
@@ -139,13 +132,7 @@ def _blob_or_none(blobs: Any, sha256: str) -> bytes | None:
         return None
 
 
-@task(
-    name="judge-images",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_fatal,
-)
+@batch_task("judge-images")
 def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchResult:
     """The configured judge's verdict, plus the deterministic scores and the evidence rows behind them."""
     from filters.quality_scores import score_judgement
