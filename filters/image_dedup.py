@@ -193,8 +193,12 @@ class PerceptualHashIndex:
             self._replan()
 
     def prefetch(self, phashes: Iterable[str]) -> None:
-        """Answer the coming queries for `phashes` in one vectorised pass (see the module docstring)."""
+        """Answer the coming queries for `phashes` in one vectorised pass (see the module docstring).
+        Hashes already answered by an earlier, still valid prefetch are not computed again, so a
+        curation pass can prefetch all its candidates once and each batch's call costs nothing."""
         wanted = {parse_phash(phash) for phash in phashes}
+        if wanted <= self._neighbours.keys():
+            return
         universe = np.fromiter(set(self._ids_by_value) | wanted, dtype=np.uint64)
         queries = np.fromiter(wanted, dtype=np.uint64)
         left, right = pairs_within(queries, universe, self.max_distance)

@@ -69,6 +69,11 @@ def curate_pending(warehouse: Warehouse, config: Config, run_id: str) -> StageCo
     reporter().start("samples", len(items))
     blobs = BlobStore(Workspace(config.workdir).blobs)
     state = load_state(warehouse, config, curator)
+    # the whole pass's perceptual neighbours in one vectorised computation (each batch's curate() then
+    # finds its candidates answered instead of re-indexing every kept hash per batch)
+    state.phash_index.prefetch(
+        [item.image.phash for item in items if item.image is not None and not item.missing]
+    )
     total = StageCounts()
     for batch in chunk(items, max(config.batch_size, 256)):
         samples: list[Any] = [_missing_sample(item, curator) for item in batch if item.missing]

@@ -158,8 +158,9 @@ def test_pairs_within_equals_brute_force(stored: list[str], queries: list[str], 
 def test_prefetched_sequential_curation_equals_unprefetched(
     kept: list[str], candidates: list[str], radius: int, stray: str
 ) -> None:
-    """Curation's pattern: query each candidate in order, add the ones it keeps. With `prefetch` the
-    answers are the same, also when a hash outside the prefetched set is added midway."""
+    """Curation's pattern: query each candidate in order, add the ones it keeps. With `prefetch` (once
+    per pass, again per batch) the answers are the same, also when a hash outside the prefetched set is
+    added midway."""
 
     def run(prefetch: bool) -> list[list[tuple[str, int]]]:
         index = PerceptualHashIndex(radius)
@@ -173,8 +174,12 @@ def test_prefetched_sequential_curation_equals_unprefetched(
             answers.append(matches)
             if not matches:
                 index.add(f"c{number:03d}", value)
+            if prefetch and number == len(candidates) // 3:
+                index.prefetch(candidates[number:])  # a batch's own prefetch, already answered
             if number == len(candidates) // 2:
                 index.add("stray", stray)
+                if prefetch:
+                    index.prefetch(candidates[number:])  # the stray invalidated the answers: recomputed
         return answers
 
     assert run(prefetch=True) == run(prefetch=False)
