@@ -280,18 +280,22 @@ def push_version(
         transfer,
     )
     known_sha256 = {shard.path: shard.sha256 for shard in data_files(manifest)}
-    with _transfer(use_xet), ThreadPoolExecutor(1, thread_name_prefix="push-verify") as hashing:
-        # each file's sha256 is checked against the manifest one file ahead of its upload (hashlib
-        # releases the GIL), so verifying costs no extra wall time on top of the upload
-        verified = {
-            path: hashing.submit(_matches, export_dir / path, known_sha256[path])
-            for path in files
-            if path in known_sha256
-        }
-        operations = _upload(
-            api, export_dir, files, sizes, verified, known_sha256, repo_id, retried, on_progress
-        )
-        info, stale, moved = _commit(api, repo_id, version, operations, sizes, description, retried)
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="push-verify")
+    try:
+        with _transfer(use_xet):
+            # each file's sha256 is checked against the manifest one file ahead of its upload (hashlib
+            # releases the GIL), so verifying costs no extra wall time on top of the upload
+            verified = {
+                path: hashing.submit(_matches, export_dir / path, known_sha256[path])
+                for path in files
+                if path in known_sha256
+            }
+            operations = _upload(
+                api, export_dir, files, sizes, verified, known_sha256, repo_id, retried, on_progress
+            )
+            info, stale, moved = _commit(api, repo_id, version, operations, sizes, description, retried)
+    finally:  # a failed upload does not wait for the remaining files to be hashed
+        hashing.shutdown(wait=True, cancel_futures=True)
     if info is None:  # someone else pushed this very version meanwhile: its tag stands
         refs = retried(lambda: api.list_repo_refs(repo_id, repo_type=REPO_TYPE), "list_repo_refs")
         commit = {ref.name: ref.target_commit for ref in refs.tags}[version]
