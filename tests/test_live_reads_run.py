@@ -20,6 +20,7 @@ from prefect.deployments import run_deployment
 from flows.schedule import deployment_name, prefect_status
 from schemas.config import Config
 from tests.test_pipeline_offline import content, table_ids
+from tests.test_schedule import CONFIG  # the same small refresh config
 
 pytestmark = pytest.mark.slow
 
@@ -109,23 +110,9 @@ def test_sql_during_a_run_always_answers_and_never_disturbs_it(tmp_path, prefect
     assert "lock" not in (tmp_path / "run.log").read_text().lower()
 
 
-REFRESH_CONFIG = """
-workdir = "{workdir}"
-batch_size = 4
-
-[sizes]
-sft = 3
-rl = 2
-
-[topics]
-source_categories = ["Technology"]
-categories = ["history", "politics", "sports"]
-"""
-
-
 def test_sql_during_a_scheduled_refresh(tmp_path, prefect_server):
     reference = tmp_path / "undisturbed"
-    (tmp_path / "reference.toml").write_text(REFRESH_CONFIG.format(workdir=reference))
+    (tmp_path / "reference.toml").write_text(CONFIG.format(workdir=reference))
     undisturbed = subprocess.Popen(  # alongside, in its own work directory
         [
             sys.executable,
@@ -142,7 +129,7 @@ def test_sql_during_a_scheduled_refresh(tmp_path, prefect_server):
         stderr=subprocess.DEVNULL,
     )
     workdir = tmp_path / "sched"
-    (tmp_path / "refresh.toml").write_text(REFRESH_CONFIG.format(workdir=workdir))
+    (tmp_path / "refresh.toml").write_text(CONFIG.format(workdir=workdir))
     log = open(tmp_path / "serve.log", "wb")
     serve = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "schedule", "-c", str(tmp_path / "refresh.toml")]
