@@ -15,7 +15,7 @@ from schemas.config import Config
 from schemas.errors import GroundgenError
 from schemas.rows import Version
 from warehouse.blobs import BlobStore
-from warehouse.export import export_version, previous_version, version_folder
+from warehouse.export import export_version, latest_version, version_folder
 from warehouse.store import Warehouse
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def export_current(warehouse: Warehouse, config: Config, version: str | None = N
     """Export this config's curated samples; (the version, whether it is new). Unchanged data gives
     back the latest version (see `warehouse.export.export_version`)."""
     workspace = Workspace(config.workdir)
-    before = previous_version(warehouse)
+    before = latest_version(warehouse)
     row = export_version(
         warehouse,
         BlobStore(workspace.blobs),
@@ -75,7 +75,7 @@ def _version_row(warehouse: Warehouse, name: str | None) -> Version:
     from schemas.errors import GroundgenError
 
     if name is None:
-        version = previous_version(warehouse)
+        version = latest_version(warehouse)
         if version is None:
             raise GroundgenError(
                 "there is no dataset version yet: run `groundgen export` (or `groundgen run`) first"

@@ -37,7 +37,7 @@ from schemas.config import Config, SizesConfig
 from schemas.ids import fingerprint
 from schemas.rows import Sample, SourceState, Topic
 from synthesis.circuit_breaker import configure_breakers
-from warehouse.export import previous_version
+from warehouse.export import latest_version
 from warehouse.manifest import manifest_ids
 from warehouse.store import Warehouse
 
@@ -107,7 +107,7 @@ def _kept(warehouse: Warehouse, curator: str) -> dict[str, int]:
 
 def unexported_kept(warehouse: Warehouse, curator: str) -> list[str]:
     """Kept samples of this curator that the latest version does not hold yet (sorted ids)."""
-    latest = previous_version(warehouse)
+    latest = latest_version(warehouse)
     exported = {i for ids in manifest_ids(latest.manifest_json if latest else "").values() for i in ids}
     kept = warehouse.ids(Sample, "curator = ? AND status = 'kept'", [curator])
     return sorted(kept - exported)
@@ -175,7 +175,7 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
             summary["new_samples"] = len(new)
             if new and len(new) >= min_new and not summary.get("stopped"):
                 counts["export"] = vars(_export(warehouse, stage_config))
-                latest = previous_version(warehouse)
+                latest = latest_version(warehouse)
                 summary["version"] = latest.id if latest else None
             else:
                 counts["export"] = vars(StageCounts())

@@ -26,7 +26,7 @@ from schemas.protocols import JudgeInput, PaintRequest
 from schemas.rows import Prompt, Trajectory
 from synthesis.circuit_breaker import configure_breakers
 from warehouse import pending
-from warehouse.export import previous_version, version_folder
+from warehouse.export import latest_version, version_folder
 from warehouse.store import Warehouse
 
 
@@ -275,7 +275,7 @@ def regenerate(
             raise
         stopped = any(stage_counts.get("stopped") for stage_counts in counts.values())
         ledger.finish("failed" if stopped else "completed", counts)
-        version = previous_version(warehouse) if counts.get("export", {}).get("rows_written") else None
+        version = latest_version(warehouse) if counts.get("export", {}).get("rows_written") else None
     return {
         "run_id": run.id,
         "counts": counts,

@@ -57,7 +57,8 @@ def _stored_path(folder: Path, workdir: Path) -> str:
         return str(folder.resolve())
 
 
-def previous_version(warehouse: Warehouse) -> Version | None:
+def latest_version(warehouse: Warehouse) -> Version | None:
+    """The newest exported version (by creation time), or None before the first export."""
     versions = warehouse.rows(Version, order_by="created_at, id")
     return versions[-1] if versions else None
 
@@ -101,7 +102,7 @@ def export_version(
     rerun does no new work. Raises `ExportError` when `version` already exists.
     """
     out_root = Path(out_root)
-    parent = previous_version(warehouse)
+    parent = latest_version(warehouse)
     existing = sorted(warehouse.ids(Version))
     name = version or next_version_name(existing, config.export)
     # export.semver names the version: a re-export of unchanged data gives that version back
