@@ -6,14 +6,10 @@ in the `samples` table and the funnel; nothing is silently gone (datatrove's `dr
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from schemas.rows import Image, Judgement, Prompt, Trajectory
-
-KEPT = "kept"
-
 
 ALL_SPLITS: tuple[str, ...] = ("sft", "rl")
 
@@ -88,31 +84,17 @@ class Candidate:
 
 
 class Filter:
-    """Base of every curation filter. Subclasses set `name` and write `check`.
-
-    The base owns the loop and the counters: `counts` maps `"kept"` and each drop reason to the
-    number of candidates this filter has seen with that outcome.
-    """
+    """Base of every curation filter. Subclasses set `name` and write `check`; curation runs them in
+    order through `first_drop` (`filters/curate.py`), and the outcome of each candidate is its
+    `Sample` row (the warehouse's `funnel` view counts them)."""
 
     name: str = "filter"
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
 
     def check(self, candidate: Candidate) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __call__(self, candidate: Candidate) -> Decision:
-        decision = self.check(candidate)
-        outcome = KEPT if decision.keep else decision.reason
-        if decision.limited:
-            outcome = f"{decision.reason}:{'+'.join(decision.splits) or 'none'}"
-        self.counts[outcome] += 1
-        return decision
-
-    def run(self, candidates: Iterable[Candidate]) -> Iterator[tuple[Candidate, Decision]]:
-        for candidate in candidates:
-            yield candidate, self(candidate)
+        return self.check(candidate)
 
 
 def first_drop(filters: Iterable[Filter], candidate: Candidate) -> Decision:

@@ -10,7 +10,6 @@ sorted work into consecutive batches gives the same samples as one big batch.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -162,12 +161,3 @@ def curate(
             )
         samples.append(sample)
     return samples
-
-
-def funnel(samples: Iterable[Sample]) -> dict[str, int]:
-    """Counts by outcome: `kept_sft`, `kept_rl` and each drop reason; largest first, ties by name."""
-    counts: Counter[str] = Counter(
-        f"kept_{sample.split}" if sample.status == "kept" else sample.reason or "dropped"
-        for sample in samples
-    )
-    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

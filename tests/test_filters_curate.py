@@ -12,13 +12,14 @@ from PIL import Image as PILImage
 from PIL import ImageEnhance
 
 from filters.base import Candidate
-from filters.curate import CurationState, KeptRow, curate, funnel
+from filters.curate import CurationState, KeptRow, curate
 from filters.decontamination import BenchmarkIndex
 from filters.image_dedup import hamming_distance, phash_hex
 from schemas.config import CurationConfig, SizesConfig
 from schemas.ids import content_id
 from schemas.rows import Judgement
 from tests.test_filters_rules import make_candidate, picture
+from warehouse.store import Warehouse
 
 CURATOR = "curator-fingerprint"
 BENCHMARK_PROMPT = (
@@ -92,7 +93,7 @@ def test_fixture_images_are_what_the_test_claims() -> None:
     )
 
 
-def test_mixed_batch_exact_outcomes() -> None:
+def test_mixed_batch_exact_outcomes(tmp_path: Path) -> None:
     candidates = batch()
     random.Random(3).shuffle(candidates)  # input order does not matter: sorted by trajectory id
     state = new_state()
@@ -113,7 +114,10 @@ def test_mixed_batch_exact_outcomes() -> None:
         "traj011",
         "traj012",
     ]
-    assert funnel(samples) == {
+    with Warehouse(tmp_path / "w.duckdb") as warehouse:  # the funnel the card and `status` show
+        warehouse.insert(samples)
+        funnel = warehouse.query("SELECT outcome, rows FROM funnel WHERE stage = 'samples'").to_pylist()
+    assert {row["outcome"]: row["rows"] for row in funnel} == {
         "kept_sft": 4,
         "kept_rl": 2,
         "split_quota_full": 2,

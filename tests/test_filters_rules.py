@@ -177,11 +177,12 @@ def test_judgement_rule() -> None:
     assert reason(make_candidate(1, judgement=judgement(False, "judge_wrong_text"))) == "judge_wrong_text"
 
 
-def test_filters_count_their_outcomes() -> None:
-    answered = AnsweredFilter()
-    candidates = [make_candidate(1), make_candidate(2, ending="error"), make_candidate(3, ending="error")]
-    assert [decision.keep for _, decision in answered.run(candidates)] == [True, False, False]
-    assert dict(answered.counts) == {"kept": 1, "teacher_error": 2}
+def test_first_drop_reports_the_first_filter_in_curation_order() -> None:
+    broken = make_candidate(2, ending="error", with_image=False)  # fails two rules
+    assert AnsweredFilter()(broken).reason == "teacher_error"
+    assert ImageFilter(2.0)(broken).reason == "rule_no_image"
+    assert first_drop(rule_filters(2.0), broken) == Decision.drop("teacher_error")
+    assert first_drop(rule_filters(2.0), make_candidate(1)) == Decision(keep=True)
 
 
 def test_blob_may_be_bytes_and_drop_needs_a_reason() -> None:
