@@ -139,8 +139,8 @@ class _ToolServer(ThreadingHTTPServer):
 
 
 def _serve(ports: Any) -> None:
-    from tests.servers.openai_server import ScriptedOpenAIServer
-    from tests.synthesis_fakes import png_for
+    from testkit.servers.openai_server import ScriptedOpenAIServer
+    from testkit.synthesis_fakes import png_for
 
     _ToolHandler.images = {f"/img/{i}.png": png_for(f"bench image {i}", 64) for i in range(2)}
     model = ScriptedOpenAIServer(_agent_reply, latency_s=MODEL_LATENCY_S, record=False).start()

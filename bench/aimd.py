@@ -1,6 +1,6 @@
 """Adaptive concurrency (AIMD) against an endpoint with a hidden capacity, beside fixed concurrency.
 
-A loopback OpenAI-compatible server (`tests/servers/capacity_server.py`, in its own process) serves
+A loopback OpenAI-compatible server (`testkit/servers/capacity_server.py`, in its own process) serves
 at most C requests at once (latency rising from the base to twice the base as in-flight approaches
 C) and refuses the rest with 429. For a fixed time, as many requests as the ceiling allows go through the production `LLMClient` (its retry loop,
 backoff and circuit breaker as configured by default) with the adaptive limit (ceiling 2C) and with
@@ -84,7 +84,7 @@ def run_mode(port: int, seconds: float, ceiling: int, adaptive: bool) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.servers.capacity_server import best_throughput
+    from testkit.servers.capacity_server import best_throughput
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--capacity", type=int, default=16, help="the server's hidden capacity C")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             sys.executable,
             "-m",
-            "tests.servers.capacity_server",
+            "testkit.servers.capacity_server",
             "--capacity",
             str(capacity),
             "--base-latency",

@@ -12,8 +12,8 @@ and prints per-stage wall times and the overhead ratio prefect / direct (target:
 
 The default mode also runs the offline default stage by stage and prints each stage's CPU per row
 (the trajectories stage's CPU per prompt). `--latency` runs against a scripted OpenAI-compatible
-teacher (tests/servers/openai_server.py, a fixed delay per model turn, 16 concurrent) and an images
-API painting one image at a time with a fixed delay (tests/servers/images_server.py): one run with the
+teacher (testkit/servers/openai_server.py, a fixed delay per model turn, 16 concurrent) and an images
+API painting one image at a time with a fixed delay (testkit/servers/images_server.py): one run with the
 stages overlapping, one stage by stage, and prints wall time / max(stage busy time) (goal <= 1.15).
 """
 
@@ -226,9 +226,9 @@ def latency_overlap(root: Path, prompts: int, batch_size: int, turn_s: float, im
     server with `turn_s` per model turn and a painter with `image_s` per image (one at a time)."""
     import threading
 
-    from tests.servers.images_server import ImagesServer
-    from tests.servers.openai_policy import CompetentPolicy
-    from tests.servers.openai_server import ScriptedOpenAIServer
+    from testkit.servers.images_server import ImagesServer
+    from testkit.servers.openai_policy import CompetentPolicy
+    from testkit.servers.openai_server import ScriptedOpenAIServer
 
     class OneGPUImages(ImagesServer):
         def __init__(self) -> None:

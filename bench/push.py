@@ -96,7 +96,7 @@ def start_server(lfs_dir: Path, chunk_size: int) -> tuple[subprocess.Popen, str]
         [
             sys.executable,
             "-m",
-            "tests.servers.hub_server",
+            "testkit.servers.hub_server",
             "--port",
             str(port),
             "--token",

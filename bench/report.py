@@ -1,6 +1,6 @@
 """`groundgen report` at scale: generation time and size at N samples, first gallery page in Chromium.
 
-Builds a synthetic warehouse (tests/report_fixtures.py: every table the report reads, one ground-truth
+Builds a synthetic warehouse (testkit/report_fixtures.py: every table the report reads, one ground-truth
 PNG per sample, two versions), then runs the production path (`warehouse.report.write_report`) twice —
 cold (every thumbnail made) and warm (thumbnails kept) — and loads the page in Debian's Chromium.
 Prints each measurement as a ratio against its budget: <= 30 s, <= 300 MB, first page <= 2 s.
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests import report_fixtures
+from testkit import report_fixtures
 from warehouse import report_data as data
 from warehouse.blobs import BlobStore
 from warehouse.report import write_report

@@ -1,5 +1,5 @@
 """Shared fixtures. Every service a test needs is a real server on 127.0.0.1 started here or in
-tests/servers/; nothing reaches the internet."""
+testkit/servers/; nothing reaches the internet."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from flows.batches import add_usage
 from schemas.config import Config, LLMEndpointConfig, PainterConfig
 from synthesis.adaptive_concurrency import limit_for, reset_limits
 from synthesis.llm_client import LLMClient, UsageMeter
-from tests.servers.capacity_server import CapacityServer, best_throughput, latency_factor
+from testkit.servers.capacity_server import CapacityServer, best_throughput, latency_factor
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 
@@ -142,8 +142,8 @@ def paint_request(index: int):
 def test_http_painter_backs_off_on_refusals_and_paints_every_row(adaptive):
     from synthesis.http_painter import HTTPPainter
     from synthesis.painter import painter_fingerprint
-    from tests.servers.images_server import ImagesServer, Status
-    from tests.synthesis_fakes import MemoryBlobs
+    from testkit.servers.images_server import ImagesServer, Status
+    from testkit.synthesis_fakes import MemoryBlobs
 
     async def sleep(seconds: float) -> None:
         await asyncio.sleep(0)
@@ -174,7 +174,7 @@ def test_capacity_server_ideal():
 def test_the_paint_task_records_the_painter_level_in_its_usage(tmp_path):
     from flows.batches import BatchResult
     from flows.tasks import paint_images
-    from tests.servers.images_server import ImagesServer, Status
+    from testkit.servers.images_server import ImagesServer, Status
 
     with ImagesServer() as server:
         server.reply(Status(429))

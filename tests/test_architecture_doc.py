@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "ARCHITECTURE.md"
 
 PATH_PATTERN = re.compile(
-    r"`((?:schemas|extractors|synthesis|filters|warehouse|flows|tests|bench)/[\w/.-]+)`"
+    r"`((?:schemas|extractors|synthesis|filters|warehouse|flows|tests|testkit|bench)/[\w/.-]+)`"
 )
 
 

@@ -11,7 +11,7 @@ from filters.claim_extractor import LLMClaimExtractor, claim_evidence, claim_mes
 from filters.quality_scores import score_judgement
 from schemas.config import Config, LLMConfig, LLMEndpointConfig
 from schemas.rows import Judgement
-from tests.servers.openai_server import Completion, ScriptedOpenAIServer
+from testkit.servers.openai_server import Completion, ScriptedOpenAIServer
 from tests.test_filters_quality import GOOD, JUMP_URL, SUBJECTS, TASK, trajectory
 
 MIXED = "The first issue of 11 July 1968 had 519 chapters."  # both facts exist, never in one passage

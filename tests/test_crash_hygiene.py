@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.ledger import process_alive
-from tests.servers.openai_policy import JUDGE, TEACHER, WRITER, CompetentPolicy
-from tests.servers.openai_server import ScriptedOpenAIServer
+from testkit.servers.openai_policy import JUDGE, TEACHER, WRITER, CompetentPolicy
+from testkit.servers.openai_server import ScriptedOpenAIServer
 from tests.test_llm_pipeline import KEY, KEY_ENV, write_config
 from tests.test_run_ledger import server_children, wait_gone
 from warehouse.store import Warehouse

@@ -27,7 +27,7 @@ from schemas.errors import (
 from schemas.rows import Failure, Topic
 from synthesis.circuit_breaker import CircuitBreaker, reset_breakers
 from synthesis.llm_client import LLMClient
-from tests.servers.openai_server import ScriptedOpenAIServer, Status
+from testkit.servers.openai_server import ScriptedOpenAIServer, Status
 from warehouse import pending
 from warehouse.store import Warehouse
 
@@ -396,9 +396,9 @@ def test_http_painter_errors_have_kinds(monkeypatch):
     from schemas.protocols import PaintRequest
     from schemas.rows import Prompt, Trajectory
     from synthesis.http_painter import HTTPPainter
-    from tests.servers.images_server import ImagesServer
-    from tests.servers.images_server import Status as ImageStatus
-    from tests.synthesis_fakes import MemoryBlobs
+    from testkit.servers.images_server import ImagesServer
+    from testkit.servers.images_server import Status as ImageStatus
+    from testkit.synthesis_fakes import MemoryBlobs
 
     async def no_sleep(seconds: float) -> None:
         pass

@@ -1,4 +1,4 @@
-"""SafeFetcher against a real misbehaving server on 127.0.0.1 (tests/servers/hostile.py)."""
+"""SafeFetcher against a real misbehaving server on 127.0.0.1 (testkit/servers/hostile.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from extractors.fetcher import SafeFetcher, _PinnedBackend, decode_text, detect_
 from schemas.config import FetchConfig
 from schemas.errors import FetchError, UnsafeURLError
 from schemas.protocols import FetchResult
-from tests.servers.hostile import PAGE, HostileServer, serve_hostile
+from testkit.servers.hostile import PAGE, HostileServer, serve_hostile
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,8 @@ from synthesis.llm_teacher import LLMTeacher, protocol_text, reasoning_text, wit
 from synthesis.response_cache import MemoryResponseCache
 from synthesis.scripted_teacher import ScriptedTeacher, names_subject, prompt_subject, prose_sentences
 from synthesis.toolbox import Toolbox
-from tests.servers.openai_server import ScriptedOpenAIServer
-from tests.synthesis_fakes import FakeBrowser, FakeDownloader, FakeSearch, MemoryBlobs, fake_tools
+from testkit.servers.openai_server import ScriptedOpenAIServer
+from testkit.synthesis_fakes import FakeBrowser, FakeDownloader, FakeSearch, MemoryBlobs, fake_tools
 from tests.test_llm_teacher import GOOD_ANSWER, IMAGES, PROMPT, SEARCH, answer, call
 
 PROSE = "I think I should search, but here is some prose."
@@ -406,7 +406,7 @@ class TextPipeline(RecordingPipeline):
 def test_an_edit_pipeline_paints_rows_without_references_text_to_image():
     from schemas.config import PainterConfig
     from synthesis.painter import DiffusersPainter
-    from tests.synthesis_fakes import png_for
+    from testkit.synthesis_fakes import png_for
     from tests.test_synthesis_painter import request
 
     blobs = MemoryBlobs()

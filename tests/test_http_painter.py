@@ -15,8 +15,8 @@ from schemas.protocols import PaintRequest
 from schemas.rows import Prompt, Trajectory
 from synthesis.http_painter import HTTPPainter, decode_image_response
 from synthesis.painter import painter_fingerprint, row_seed
-from tests.servers.images_server import Body, ImagesServer, Picture, Status, generated_png
-from tests.synthesis_fakes import MemoryBlobs, png_for
+from testkit.servers.images_server import Body, ImagesServer, Picture, Status, generated_png
+from testkit.synthesis_fakes import MemoryBlobs, png_for
 
 pytestmark = pytest.mark.slow  # starts a server
 

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
 from schemas.config import Config, ExportConfig
-from tests.servers.hub_server import run_hub_server
+from testkit.servers.hub_server import run_hub_server
 from tests.test_export_helpers import CURATOR, add_samples, curated  # noqa: F401  (fixture)
 from warehouse.export import export_version, version_folder
 from warehouse.hub import PushError, push_version

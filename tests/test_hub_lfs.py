@@ -1,5 +1,5 @@
 """`groundgen push` on the path the real Hub takes: LFS batch, basic and multipart uploads, verify,
-pointer commits — against the Hub-compatible server on 127.0.0.1 (tests/servers/hub_server.py)."""
+pointer commits — against the Hub-compatible server on 127.0.0.1 (testkit/servers/hub_server.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from bench.push import write_synthetic_version
 from schemas.config import Config
-from tests.servers.hub_server import LfsPointer, run_hub_server
+from testkit.servers.hub_server import LfsPointer, run_hub_server
 from tests.test_export_helpers import CURATOR, curated  # noqa: F401  (fixture)
 from warehouse.export import export_version, version_folder
 from warehouse.hub import PushError, PushProgress, push_version

@@ -17,7 +17,7 @@ from extractors.fetcher import SafeFetcher
 from extractors.images import ReferenceImageDownloader, validate_and_normalize
 from schemas.config import FetchConfig
 from schemas.errors import FetchError, ImageValidationError, UnsafeURLError
-from tests.servers.hostile import HostileServer, serve_hostile
+from testkit.servers.hostile import HostileServer, serve_hostile
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

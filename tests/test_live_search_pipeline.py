@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.runner import run_regenerate
 from schemas.config import Config, FetchConfig, SearchConfig, SizesConfig
-from tests.servers.live_web import serve_live_search, serve_pages
+from testkit.servers.live_web import serve_live_search, serve_pages
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from flows.refresh import new_topics
 from flows.resources import Resources
 from schemas.config import Config, FetchConfig, TopicsConfig
 from schemas.errors import UnsafeURLError
-from tests.servers.feeds import FeedEntry, State, WikiPage, run_feed_server
+from testkit.servers.feeds import FeedEntry, State, WikiPage, run_feed_server
 from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.slow

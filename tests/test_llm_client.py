@@ -18,7 +18,7 @@ from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
 from synthesis.llm_client import LLMClient, redact_url
 from synthesis.response_cache import MemoryResponseCache, SqliteResponseCache, cache_key, endpoint_cache_path
-from tests.servers.openai_server import Completion, Delay, RawBody, Reset, ScriptedOpenAIServer, Status
+from testkit.servers.openai_server import Completion, Delay, RawBody, Reset, ScriptedOpenAIServer, Status
 
 KEY = "sk-test-DO-NOT-LOG-4f1c9e"
 MESSAGES = [{"role": "user", "content": "Say hi."}]

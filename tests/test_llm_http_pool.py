@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from synthesis.http_pool import SocketCachingBackend, httpx, pooled_transport, socket_readable
-from tests.servers.openai_server import ScriptedOpenAIServer
+from testkit.servers.openai_server import ScriptedOpenAIServer
 
 
 def test_socket_readable_tracks_data_and_the_peer_closing():

@@ -15,7 +15,7 @@ from schemas.config import JudgeConfig, LLMEndpointConfig
 from schemas.errors import ModelOutputError
 from schemas.protocols import JudgeInput
 from schemas.rows import ChosenReference, Image, Message, Prompt, ReferenceImage, Trajectory
-from tests.servers.openai_server import Completion, ScriptedOpenAIServer
+from testkit.servers.openai_server import Completion, ScriptedOpenAIServer
 from warehouse.blobs import BlobStore
 
 

@@ -1,6 +1,6 @@
 """A whole `groundgen run --config FILE` with the LLM writer, teacher (+ browse summary) and judge
 against ONE scripted OpenAI-compatible server on 127.0.0.1 whose policy answers each role like a
-competent model (tests/servers/openai_policy.py). Search, browse and images stay on the offline
+competent model (testkit/servers/openai_policy.py). Search, browse and images stay on the offline
 corpus. Then the same run with faults injected, and reruns that must replay from the cache."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.servers.openai_policy import JUDGE, SUMMARY, TEACHER, UNKNOWN_IMAGE, WRITER, CompetentPolicy
-from tests.servers.openai_server import ScriptedOpenAIServer, Status
+from testkit.servers.openai_policy import JUDGE, SUMMARY, TEACHER, UNKNOWN_IMAGE, WRITER, CompetentPolicy
+from testkit.servers.openai_server import ScriptedOpenAIServer, Status
 from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ from schemas.rows import Prompt
 from synthesis.agent_protocol import final_answer_message, system_prompt
 from synthesis.llm_client import NativeToolCall
 from synthesis.llm_teacher import LLMTeacher, protocol_text
-from tests.servers.openai_server import Completion, RawBody, ScriptedOpenAIServer, Status, tool_call
-from tests.synthesis_fakes import MemoryBlobs, fake_tools
+from testkit.servers.openai_server import Completion, RawBody, ScriptedOpenAIServer, Status, tool_call
+from testkit.synthesis_fakes import MemoryBlobs, fake_tools
 
 KEY = "sk-teacher-secret-0c7d1"
 PROMPT = Prompt(

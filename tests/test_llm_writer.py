@@ -12,7 +12,7 @@ from schemas.errors import ModelCallError, ModelOutputError
 from schemas.ids import content_id
 from schemas.rows import Topic
 from synthesis.llm_writer import LLMWriter, WrittenPrompts, pick_partner, writer_messages
-from tests.servers.openai_server import ScriptedOpenAIServer, Status
+from testkit.servers.openai_server import ScriptedOpenAIServer, Status
 
 TOWER = Topic(
     id="t-eiffel",

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests.servers.openai_policy import TEACHER, CompetentPolicy, role_of
-from tests.servers.openai_server import RecordedRequest, Reset, ScriptedOpenAIServer
+from testkit.servers.openai_policy import TEACHER, CompetentPolicy, role_of
+from testkit.servers.openai_server import RecordedRequest, Reset, ScriptedOpenAIServer
 from warehouse.pending import failed_rows_sql
 from warehouse.store import Warehouse
 

@@ -29,7 +29,7 @@ from schemas.ids import content_id
 from schemas.protocols import Page, PageImage, Tools
 from synthesis.agent_protocol import ParsedToolCall
 from synthesis.toolbox import EpisodeMemory, Toolbox
-from tests.servers.live_web import serve_pages
+from testkit.servers.live_web import serve_pages
 
 REPO = Path(__file__).resolve().parent.parent
 slow = pytest.mark.slow  # every test but the pure ones starts the loopback page server

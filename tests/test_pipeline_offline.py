@@ -173,7 +173,7 @@ def test_cli_export_formats_and_push_to_a_hub(finished_run, monkeypatch, tmp_pat
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from tests.servers.hub_server import run_hub_server
+    from testkit.servers.hub_server import run_hub_server
 
     workdir, _, result = finished_run
     cli = CliRunner()

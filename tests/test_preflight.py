@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.preflight import preflight
 from schemas.config import Config
-from tests.servers.openai_server import ScriptedOpenAIServer
+from testkit.servers.openai_server import ScriptedOpenAIServer
 
 runner = CliRunner()
 

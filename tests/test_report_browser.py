@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import report_fixtures
+from testkit import report_fixtures
 from warehouse import report_data as data
 from warehouse import report_gallery as gallery
 from warehouse.blobs import BlobStore

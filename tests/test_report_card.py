@@ -8,7 +8,7 @@ import json
 from PIL import Image
 
 from schemas.config import Config
-from tests import report_fixtures
+from testkit import report_fixtures
 from warehouse.blobs import BlobStore
 from warehouse.export import export_version
 from warehouse.store import Warehouse

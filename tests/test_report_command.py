@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tests import report_fixtures
+from testkit import report_fixtures
 
 runner = CliRunner()
 OLD_WAREHOUSE = Path(__file__).parent / "fixtures" / "warehouse-v1" / "warehouse.duckdb.gz"

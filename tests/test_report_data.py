@@ -8,7 +8,7 @@ import pytest
 
 from schemas import rows as rows_module
 from schemas.rows import Failure, Sample, Version
-from tests import report_fixtures
+from testkit import report_fixtures
 from warehouse import report_data as data
 from warehouse import report_gallery as gallery
 from warehouse.blobs import BlobStore

@@ -15,7 +15,7 @@ from extractors.serper import SerperSearch
 from schemas.config import SearchConfig
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchBackend, SearchHit
-from tests.servers.search_providers import SearchProviderServer, serve_search_providers
+from testkit.servers.search_providers import SearchProviderServer, serve_search_providers
 
 SECRET = "sk-serper-7c1f0d9e-do-not-log"
 KEY_ENV = "GROUNDGEN_TEST_SERPER_KEY"

@@ -14,7 +14,7 @@ from schemas.protocols import PaintRequest
 from schemas.rows import Prompt, Trajectory
 from synthesis.painter import DiffusersPainter, painter_fingerprint, row_seed
 from synthesis.tiny_pipeline import build_tiny_pipeline, is_complete
-from tests.synthesis_fakes import MemoryBlobs, png_for
+from testkit.synthesis_fakes import MemoryBlobs, png_for
 
 pytestmark = pytest.mark.slow
 

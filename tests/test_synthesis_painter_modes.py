@@ -10,7 +10,7 @@ import pytest
 from schemas.config import PainterConfig
 from schemas.errors import ConfigurationError
 from synthesis.painter import DiffusersPainter, accepts, resolved_revision, row_seed
-from tests.synthesis_fakes import MemoryBlobs, png_for
+from testkit.synthesis_fakes import MemoryBlobs, png_for
 from tests.test_synthesis_painter import request, tiny_model  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow

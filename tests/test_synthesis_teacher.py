@@ -12,7 +12,7 @@ from synthesis.agent_protocol import ParsedToolCall, final_answer_message, parse
 from synthesis.episode import ModelReply, run_episode
 from synthesis.scripted_teacher import ScriptedTeacher, named_entities
 from synthesis.toolbox import EpisodeMemory, Toolbox
-from tests.synthesis_fakes import MemoryBlobs, fake_tools
+from testkit.synthesis_fakes import MemoryBlobs, fake_tools
 
 PROMPT = Prompt(
     id="p1",

@@ -22,7 +22,7 @@ from schemas.rows import Prompt
 from synthesis.agent_protocol import TOOL_SCHEMAS, opening_messages
 from synthesis.episode import ModelReply, run_episode
 from synthesis.toolbox import Toolbox
-from tests.synthesis_fakes import MemoryBlobs, fake_tools
+from testkit.synthesis_fakes import MemoryBlobs, fake_tools
 from tests.test_export_helpers import CURATOR, curated  # noqa: F401  (fixture)
 from warehouse.export import export_version, version_folder
 from warehouse.formats import FormatError

@@ -25,7 +25,7 @@ import threading
 from collections import Counter, deque
 from typing import Any
 
-from tests.servers.openai_server import RecordedRequest, Reply, message_text
+from testkit.servers.openai_server import RecordedRequest, Reply, message_text
 
 WRITER = "writer"
 TEACHER = "teacher"

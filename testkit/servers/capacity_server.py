@@ -9,7 +9,7 @@ while its throughput still grows (so the best concurrency is the capacity itself
 that a client's goodput is measured against.
 
     server = CapacityServer(capacity=16, base_latency_s=0.1).start()   # server.base_url, server.stats()
-    python -m tests.servers.capacity_server --capacity 16 --base-latency 0.1   # prints the port
+    python -m testkit.servers.capacity_server --capacity 16 --base-latency 0.1   # prints the port
 
 `GET /stats` answers the counts as JSON (served, rejected, peak in flight, peak attempted).
 """

@@ -14,7 +14,7 @@ answers 404), like any Hub-compatible server without Xet storage.
 
 Tests inject faults through `HubState` (`fail_commits`, `fail_tags`, `fail_batches`, `fail_uploads`,
 `fail_status`, `move_branch_before_commits`) and read what was received (`lfs_bytes_received`,
-`commit_requests`, `batch_requests`). `python -m tests.servers.hub_server --port P --lfs-dir D` serves
+`commit_requests`, `batch_requests`). `python -m testkit.servers.hub_server --port P --lfs-dir D` serves
 one in its own process (for benchmarks).
 
     with run_hub_server(token="hf_test") as (endpoint, state):

@@ -16,7 +16,7 @@
 `server.requests` lists the paths served, in order (thread-safe appends).
 
 `serve_live_search(pages, api_key, hostile=False)` starts a server speaking Serper's and SearXNG's
-JSON formats (it reuses `tests.servers.search_providers`: same routes, key check, request log and
+JSON formats (it reuses `testkit.servers.search_providers`: same routes, key check, request log and
 script queue) whose web hits are `/page/<query>` on `pages` and whose image hits are PNGs there. With
 `hostile=True`, each web search's first hit is a hostile route (cycling metadata, private, gzip bomb)
 and each image search's first hit is the truncated JPEG.
@@ -34,7 +34,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
-from tests.servers.search_providers import ProviderHandler, SearchProviderServer
+from testkit.servers.search_providers import ProviderHandler, SearchProviderServer
 
 GZIP_BOMB = gzip.compress(b" " * (32 * 1024 * 1024), compresslevel=9)
 HOSTILE_ROUTES = ("/hostile/metadata", "/hostile/private", "/hostile/gzip-bomb")
