@@ -4,8 +4,16 @@ Perceptual hashes (`filters.image_dedup.PerceptualHashIndex`, the production pat
 pass, then query each hash in order and add it, as curation does) against numpy brute force over all
 pairs with a vectorised popcount (the exact answer and the peer), at distances 4 and 10 for 10k and
 100k hashes. The hashes are random 64-bit values plus near copies (0-12 flipped bits) of others.
-imagededup's brute-force search is timed on 10k too when it imports (it is not in the bench extra:
-its PyPI torchvision does not import beside the CPU torch build, see STACK_NOTES).
+Beside them, imagededup (the peer) on the same hashes as hex strings, through its own search
+(`Hashing.find_duplicates(encoding_map=..., max_distance_threshold=d)`, default `brute_force_cython`
+over `cpu_count()` worker processes; `bench/dedup_imagededup_check.py`): every query at 10k, a seeded
+sample of `--imagededup-sample` queries at 100k (and at 10k with `--quick`) extrapolated to all, with
+the pairs checked against ours (for the sampled queries). imagededup cannot go in the bench extra:
+its PyPI dependencies pull torchvision, a CUDA build that does not load beside our CPU torch and
+whose resolution replaces torch. So the bench installs it into a venv of its own on first use
+(`--imagededup-venv`, default ~/.cache/groundgen/bench-imagededup-venv, reused): imagededup and its
+light dependencies pinned, `--no-deps`, the project venv's packages visible through a .pth file.
+That first install needs PyPI; `--no-imagededup` skips the peer.
 
 Prompt near-duplicates (`filters.prompt_dedup.PromptDedupIndex`) on 20k prompts, a template-heavy
 set and a diverse one (sentences of the offline Wikipedia summaries), each with planted edits:
@@ -13,16 +21,22 @@ recall of the pairs at Jaccard >= threshold against exact all-pairs Jaccard (pre
 AllPairs, verified exactly), beside `datasketch` (MinHash + MinHashLSH with the same bands, exact
 verification of its candidates).
 
-    python -m bench.dedup                 # everything (a few minutes; 100k brute force is the slow part)
-    python -m bench.dedup --quick         # 10k hashes, 4k prompts
+    python -m bench.dedup                 # everything (several minutes: 100k brute force, imagededup at 10k)
+    python -m bench.dedup --quick         # 10k hashes (imagededup sampled), 4k prompts
+    python -m bench.dedup --quick --no-imagededup
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+import shutil
+import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -78,20 +92,120 @@ def brute_force(values: np.ndarray, radius: int, block: int = 1024) -> tuple[flo
     return time.perf_counter() - started, pairs
 
 
-def imagededup_time(values: np.ndarray, radius: int) -> str:
-    try:
-        from imagededup.handlers.search.retrieval import HashEval
-        from imagededup.methods.hashing import Hashing
-    except Exception as error:  # noqa: BLE001 - any import failure means "not measured"
-        return f"not measured ({type(error).__name__}: imagededup does not import here)"
-    encodings = {str(number): f"{int(value):016x}" for number, value in enumerate(values)}
-    started = time.perf_counter()
-    HashEval(encodings, Hashing.hamming_distance, radius, search_method="brute_force")
-    return f"{time.perf_counter() - started:.2f} s"
+PEER_PACKAGES = [  # installed --no-deps: torch, numpy, scipy, Pillow, PyWavelets, tqdm come from our venv
+    "imagededup==0.3.3.post2",
+    "scikit-learn==1.9.1",
+    "joblib==1.6.0",
+    "threadpoolctl==3.8.0",
+    "narwhals==2.29.0",
+]
+PEER_CHECK = ROOT / "bench" / "dedup_imagededup_check.py"
+DEFAULT_PEER_VENV = Path.home() / ".cache" / "groundgen" / "bench-imagededup-venv"
 
 
-def bench_phash(sizes: list[int]) -> None:
+def installed_imagededup_python(venv: Path) -> Path | None:
+    """The peer venv's python if `imagededup_python` installed the current `PEER_PACKAGES` there."""
+    python, marker = venv / "bin" / "python", venv / "groundgen-peer-packages.txt"
+    if python.exists() and marker.exists() and marker.read_text(encoding="utf-8") == "\n".join(PEER_PACKAGES):
+        return python
+    return None
+
+
+def imagededup_python(venv: Path) -> Path:
+    """The python of a venv holding imagededup that sees this project's packages through a .pth file.
+
+    imagededup's PyPI dependencies would pull torchvision and a CUDA torch that replaces our CPU build,
+    so it lives in its own venv (kept and reused at `venv`), installed without dependencies."""
+    installed = installed_imagededup_python(venv)
+    if installed is not None:
+        return installed
+    python = venv / "bin" / "python"
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(site) / "zz_groundgen.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n", encoding="utf-8")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-deps", *PEER_PACKAGES],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (venv / "groundgen-peer-packages.txt").write_text("\n".join(PEER_PACKAGES), encoding="utf-8")
+    return python
+
+
+def imagededup_pairs(
+    python: Path, values: np.ndarray, radius: int, queries: np.ndarray | None = None
+) -> tuple[float, set[tuple[int, int]]]:
+    """imagededup's own search on the same hashes as hex strings, in its venv: (its seconds, its pairs).
+
+    Without `queries`, `Hashing().find_duplicates(encoding_map=...)` over all hashes; with them, only
+    those keys are queried (through the same `HashEval`) against all hashes. The time is measured around
+    imagededup's call inside that process, without start-up and file transfer."""
+    with tempfile.TemporaryDirectory(prefix="groundgen-imagededup-") as temp:
+        hashes, out = Path(temp) / "hashes.txt", Path(temp) / "pairs.txt"
+        hashes.write_text("\n".join(f"{int(value):016x}" for value in values), encoding="ascii")
+        command = [str(python), str(PEER_CHECK), str(hashes), str(radius), str(out)]
+        if queries is not None:
+            (Path(temp) / "queries.txt").write_text("\n".join(str(int(q)) for q in queries), encoding="ascii")
+            command += ["--queries", str(Path(temp) / "queries.txt")]
+        result = subprocess.run(command, capture_output=True, text=True)
+        match = re.search(r"seconds=([\d.]+)", result.stdout)
+        if result.returncode != 0 or not match:
+            raise RuntimeError(f"imagededup check failed (exit {result.returncode}): {result.stderr[-2000:]}")
+        pairs = {
+            (int(first), int(second))
+            for first, second in (line.split() for line in out.read_text(encoding="ascii").splitlines())
+        }
+    return float(match.group(1)), pairs
+
+
+def peer_line(
+    python: Path, values: np.ndarray, radius: int, our_seconds: float, our_pairs: set, sample: int
+) -> str:
+    """imagededup on the same hashes: every query when `sample` covers them, else a sample extrapolated."""
+    workers = os.cpu_count()
+    if sample >= values.size:
+        seconds, pairs = imagededup_pairs(python, values, radius)
+        return (
+            f"imagededup find_duplicates (brute_force_cython, {workers} workers): {seconds:.2f} s, "
+            f"time ratio imagededup/ours {seconds / our_seconds:,.1f}x, same pairs as ours: {pairs == our_pairs}"
+        )
+    queries = np.random.default_rng(1).choice(values.size, size=sample, replace=False)
+    seconds, pairs = imagededup_pairs(python, values, radius, queries)
+    estimate = seconds * values.size / sample
+    asked = set(queries.tolist())
+    ours_for_sample = {pair for pair in our_pairs if pair[0] in asked or pair[1] in asked}
+    return (
+        f"imagededup HashEval (brute_force_cython, {workers} workers), {sample:,} sampled queries of "
+        f"{values.size:,}: {seconds:.2f} s, extrapolated to all {estimate:,.0f} s, time ratio "
+        f"imagededup/ours {estimate / our_seconds:,.1f}x, same pairs as ours for the sampled queries: "
+        f"{pairs == ours_for_sample}"
+    )
+
+
+def bench_phash(sizes: list[int], peer_venv: Path | None, peer_sample: dict[int, int]) -> None:
     print("perceptual-hash dedup: production index (prefetch + ordered query/add) vs numpy brute force")
+    python = None
+    if peer_venv is None:
+        print("  imagededup peer skipped (--no-imagededup)")
+    else:
+        started = time.perf_counter()
+        try:
+            python = imagededup_python(peer_venv)
+        except (OSError, subprocess.CalledProcessError) as error:
+            detail = getattr(error, "stderr", "") or str(error)
+            print(
+                f"  imagededup peer venv could not be installed in {peer_venv} ({detail.strip()[-500:]}); "
+                "it needs PyPI once, or pass --no-imagededup"
+            )
+        else:
+            print(f"  imagededup peer venv ready in {time.perf_counter() - started:.1f} s: {peer_venv}")
     for count in sizes:
         values = synthetic_hashes(count)
         for radius in (4, 10):
@@ -102,8 +216,11 @@ def bench_phash(sizes: list[int]) -> None:
                 f"speed-up {brute_seconds / our_seconds:6.1f}x, pairs {len(our_pairs):,}, "
                 f"identical to brute force: {our_pairs == brute_pairs}"
             )
-            if count <= 10_000:
-                print(f"           imagededup brute force: {imagededup_time(values, radius)}")
+            if python is not None:
+                line = peer_line(
+                    python, values, radius, our_seconds, our_pairs, peer_sample.get(count, count)
+                )
+                print(f"           {line}")
 
 
 # --- prompts --------------------------------------------------------------------------------------
@@ -252,8 +369,23 @@ def bench_prompts(total: int, threshold: float = 0.8) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k hashes and 4k prompts only")
+    parser.add_argument(
+        "--imagededup-venv",
+        type=Path,
+        default=DEFAULT_PEER_VENV,
+        help=f"where the imagededup peer venv is installed and reused (default {DEFAULT_PEER_VENV})",
+    )
+    parser.add_argument("--no-imagededup", action="store_true", help="skip the imagededup peer")
+    parser.add_argument(
+        "--imagededup-sample",
+        type=int,
+        default=1_000,
+        help="queries timed for imagededup at 100k (and at 10k with --quick), extrapolated to all",
+    )
     args = parser.parse_args()
-    bench_phash([10_000] if args.quick else [10_000, 100_000])
+    sample = {100_000: args.imagededup_sample, 10_000: args.imagededup_sample if args.quick else 10_000}
+    peer_venv = None if args.no_imagededup else args.imagededup_venv
+    bench_phash([10_000] if args.quick else [10_000, 100_000], peer_venv, sample)
     bench_prompts(4_000 if args.quick else 20_000)
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -43,9 +44,46 @@ def test_extraction_bench_prints_f1_for_both_extractors():
 
 
 def test_dedup_bench_prints_exactness_and_recall_beside_its_peers():
-    output = run_bench("bench.dedup", "--quick", timeout=600)
+    # --no-imagededup: installing the peer's venv needs PyPI, and tests reach only loopback addresses
+    output = run_bench("bench.dedup", "--quick", "--no-imagededup", timeout=600)
     assert output.count("identical to brute force: True") == 2, output
+    assert "imagededup peer skipped (--no-imagededup)" in output, output
     assert re.search(r"ours recall 1\.0000|ours recall 0\.99\d\d", output), output
+
+
+def test_imagededup_peer_finds_the_brute_force_pairs_on_the_same_hashes():
+    from bench.dedup import (
+        DEFAULT_PEER_VENV,
+        brute_force,
+        imagededup_pairs,
+        installed_imagededup_python,
+        synthetic_hashes,
+    )
+
+    python = installed_imagededup_python(DEFAULT_PEER_VENV)
+    if python is None:
+        pytest.skip(
+            f"no imagededup peer venv at {DEFAULT_PEER_VENV}: `python -m bench.dedup --quick` installs it"
+        )
+    values = synthetic_hashes(1_500)
+    for radius in (4, 10):
+        _, truth = brute_force(values, radius)
+        _, everything = imagededup_pairs(python, values, radius)
+        assert everything == truth and truth
+        queries = np.arange(0, values.size, 7)
+        _, sampled = imagededup_pairs(python, values, radius, queries)
+        asked = set(queries.tolist())
+        assert sampled == {pair for pair in truth if pair[0] in asked or pair[1] in asked}
+
+
+def test_image_cache_bench_prints_per_download_cost_with_and_without_the_cache():
+    output = run_bench(
+        "bench.image_cache", "--downloads", "12", "--distinct", "3", "--batch", "4", "--reps", "1"
+    )
+    assert re.search(r"^shared cache \(production\) +3 +3 +[\d.]+ +[\d.]+$", output, re.M), output
+    assert re.search(r"^no cache \(before the cache\) +12 +12 +[\d.]+ +[\d.]+$", output, re.M), output
+    assert re.search(r"per-download ratio no cache / shared cache: CPU [\d.]+x, wall [\d.]+x", output), output
+    assert "same images from both modes: True" in output, output
 
 
 def test_push_bench_prints_the_ratio_against_a_raw_put():
