@@ -39,6 +39,8 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +116,7 @@ def row_seed(config_seed: int, trajectory_id: str) -> int:
 
 
 def cpu_threads() -> int:
-    """CPUs this process may use (affinity-aware), the default for `torch.set_num_threads`."""
+    """CPUs this process may use (affinity-aware), the painter's default torch thread count on CPU."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -155,6 +157,26 @@ def accepts(function: Any, name: str, *, any_keyword: bool = True) -> bool:
 def takes_images(pipeline: Any) -> bool:
     """Whether a pipeline is itself reference-conditioned: its `__call__` names an `image` argument."""
     return accepts(pipeline.__call__, "image", any_keyword=False)
+
+
+_TORCH_THREADS_LOCK = threading.Lock()
+
+
+@contextmanager
+def torch_threads(torch: Any, count: int | None) -> Iterator[None]:
+    """Run the block with `count` torch intra-op threads, then restore the caller's count (None: leave
+    it). torch's count is process-wide, so blocks of every painter in the process take turns under one
+    lock; torch work of other code running meanwhile in another thread sees `count` too."""
+    if count is None:
+        yield
+        return
+    with _TORCH_THREADS_LOCK:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def _import_torch_diffusers() -> tuple[Any, Any]:
@@ -199,7 +221,9 @@ class DiffusersPainter:
     ):
         """`pipeline`: an already loaded diffusers pipeline (or any callable with the same call
         convention) to use instead of loading `model_path`; `text_pipeline`: likewise, the
-        text-to-image pipeline for rows without references when `pipeline` is an edit pipeline."""
+        text-to-image pipeline for rows without references when `pipeline` is an edit pipeline;
+        `num_threads`: torch threads of its own pipeline calls on CPU (default: every CPU this process
+        may use), set for each call and restored after it (`torch_threads`)."""
         self.config = config
         self.model_path = str(model_path or config.model)
         if not self.model_path and pipeline is None:
@@ -230,8 +254,6 @@ class DiffusersPainter:
             if self._pipeline is not None:
                 return self._pipeline
             torch, diffusers = _import_torch_diffusers()
-            if self.config.device == "cpu":
-                torch.set_num_threads(self.num_threads or cpu_threads())
             dtype = getattr(torch, self.config.dtype)
             with warnings.catch_warnings():  # newer diffusers renamed torch_dtype to dtype
                 warnings.simplefilter("ignore", FutureWarning)
@@ -331,6 +353,10 @@ class DiffusersPainter:
                 references.append(rgb)
         return references
 
+    def concurrency_summary(self) -> dict[str, float]:
+        """`Painter`: a local pipeline has no endpoint concurrency level to record."""
+        return {}
+
     def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
         images: list[Image] = []
         errors: list[RowError] = []
@@ -403,7 +429,8 @@ class DiffusersPainter:
             arguments.update(height=config.height, width=config.width)
         assert pipeline is not None
         truncated = [truncated_tokens(pipeline, request.trajectory.gen_prompt) for request, _ in rows]
-        with torch.inference_mode():
+        threads = (self.num_threads or cpu_threads()) if config.device == "cpu" else None
+        with torch_threads(torch, threads), torch.inference_mode():
             pictures = pipeline(**arguments).images
         elapsed = (time.perf_counter() - started) / len(rows)
         results = []
