@@ -199,14 +199,17 @@ class JsonAPIClient:
         backoff_cap_s: float,
         sleep: Sleep,
         secrets: Iterable[str] = (),
+        bucket: TokenBucket | None = None,
     ) -> None:
+        """`bucket`: a rate budget shared with other clients of the provider (e.g. every batch of a
+        worker process); None = a budget of this client's own at `requests_per_minute`."""
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.sleep = sleep
-        self.bucket = TokenBucket(requests_per_minute, sleep=sleep)
+        self.bucket = bucket if bucket is not None else TokenBucket(requests_per_minute, sleep=sleep)
         self._secrets = tuple(secrets)
         self._client: httpx.AsyncClient | None = None
 

@@ -11,7 +11,7 @@ import asyncio
 import re
 from typing import Any
 
-from extractors.rate_limit import JsonAPIClient, Sleep
+from extractors.rate_limit import JsonAPIClient, Sleep, TokenBucket
 from schemas.config import SearchConfig
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchHit
@@ -31,7 +31,9 @@ class SearxngSearch(JsonAPIClient):
         backoff_cap_s: float = 30,
         language: str = "en",
         sleep: Sleep = asyncio.sleep,
+        bucket: TokenBucket | None = None,
     ) -> None:
+        """`bucket`: a rate budget shared with the provider's other clients (None = this client's own)."""
         if not base_url:
             raise ConfigurationError("SearXNG needs search.base_url (the instance's address)")
         super().__init__(
@@ -42,13 +44,17 @@ class SearxngSearch(JsonAPIClient):
             backoff_base_s=backoff_base_s,
             backoff_cap_s=backoff_cap_s,
             sleep=sleep,
+            bucket=bucket,
         )
         self.language = language
 
     @classmethod
-    def from_config(cls, config: SearchConfig) -> SearxngSearch:
+    def from_config(cls, config: SearchConfig, *, bucket: TokenBucket | None = None) -> SearxngSearch:
         return cls(
-            config.base_url, requests_per_minute=config.requests_per_minute, timeout_s=config.timeout_s
+            config.base_url,
+            requests_per_minute=config.requests_per_minute,
+            timeout_s=config.timeout_s,
+            bucket=bucket,
         )
 
     async def _get(self, query: str, categories: str) -> list[dict[str, Any]]:

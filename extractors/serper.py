@@ -10,11 +10,10 @@ from errors and never logged.
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
-from extractors.rate_limit import JsonAPIClient, Sleep
-from schemas.config import SearchConfig
+from extractors.rate_limit import JsonAPIClient, Sleep, TokenBucket
+from schemas.config import SearchConfig, secret_from_env
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchHit
 
@@ -34,8 +33,10 @@ class SerperSearch(JsonAPIClient):
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30,
         sleep: Sleep = asyncio.sleep,
+        bucket: TokenBucket | None = None,
     ) -> None:
-        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        """`bucket`: a rate budget shared with the provider's other clients (None = this client's own)."""
+        key = secret_from_env(api_key_env)
         if not key:
             raise ConfigurationError(
                 f"Serper needs an API key in the environment variable {api_key_env or '(unset)'}"
@@ -50,15 +51,17 @@ class SerperSearch(JsonAPIClient):
             backoff_cap_s=backoff_cap_s,
             sleep=sleep,
             secrets=(key,),
+            bucket=bucket,
         )
 
     @classmethod
-    def from_config(cls, config: SearchConfig) -> SerperSearch:
+    def from_config(cls, config: SearchConfig, *, bucket: TokenBucket | None = None) -> SerperSearch:
         return cls(
             config.base_url or DEFAULT_BASE_URL,
             api_key_env=config.api_key_env or DEFAULT_KEY_ENV,
             requests_per_minute=config.requests_per_minute,
             timeout_s=config.timeout_s,
+            bucket=bucket,
         )
 
     def __repr__(self) -> str:  # never shows the key

@@ -23,6 +23,7 @@ from filters.facts import extract_facts, supports
 from schemas.config import LLMEndpointConfig
 from schemas.ids import content_id
 from schemas.ids import fingerprint as config_fingerprint
+from schemas.protocols import ModelClient
 from schemas.rows import Evidence, Trajectory
 from synthesis.llm_client import LLMClient, Usage
 from synthesis.llm_structured import structured_chat
@@ -110,6 +111,10 @@ class LLMClaimExtractor:
         self.fingerprint = "llm-claims-" + config_fingerprint({"claims": endpoint, "version": 1})
         self.client = client or LLMClient(endpoint, cache=cache)
         self.usage = Usage()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: this backend's model client, under the role its usage is recorded as."""
+        return {"claims": self.client}
 
     async def evidence(
         self, trajectory: Trajectory, task_prompt: str, subjects: Sequence[str]

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from schemas.config import JudgeConfig, LLMEndpointConfig
 from schemas.ids import content_id
 from schemas.ids import fingerprint as config_fingerprint
-from schemas.protocols import JudgeInput
+from schemas.protocols import JudgeInput, ModelClient
 from schemas.rows import Judgement
 from synthesis.agent_protocol import load_template
 from synthesis.llm_client import LLMClient, Usage
@@ -111,6 +111,10 @@ class LLMJudge:
         self.fingerprint = fingerprint or config_fingerprint({"judge": self.config, "llm": endpoint})
         self.client = client or LLMClient(endpoint, cache=cache)
         self.usage = Usage()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: this backend's model client, under the role its usage is recorded as."""
+        return {"judge": self.client}
 
     def _reference_pngs(self, item: JudgeInput) -> list[bytes]:
         by_id = {reference.img_id: reference for reference in item.trajectory.references}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from schemas.config import JudgeConfig
 from schemas.ids import content_id, fingerprint
-from schemas.protocols import JudgeInput
+from schemas.protocols import JudgeInput, ModelClient
 from schemas.rows import Judgement
 
 
@@ -16,6 +16,10 @@ class RuleOnlyJudge:
     def __init__(self, config: JudgeConfig | None = None, *, judge_fingerprint: str = ""):
         self.config = config or JudgeConfig()
         self.fingerprint = judge_fingerprint or fingerprint({"judge": self.config, "llm": None})
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: the offline default calls no model."""
+        return {}
 
     async def judge(self, item: JudgeInput) -> Judgement:
         return Judgement(

@@ -1,6 +1,8 @@
 """Preflight: check a config's backends before any paid call (`groundgen check`; `run`/`refresh` first).
 
 Each problem is one line saying what to fix. Checked, for what the config uses:
+- the packages of the extras its backends need are installed (`schemas/dependencies.py`; nothing is
+  imported);
 - every OpenAI-compatible endpoint (writer, teacher, browse summary, judge): the key variable is set,
   `GET /models` answers and accepts the key, and the model id is among the listed models (servers
   without `/models` answer 404: then only reachability is known);
@@ -124,7 +126,7 @@ def check_search(config: Config) -> list[str]:
     if search.provider == "serper":
         from extractors.serper import DEFAULT_BASE_URL
 
-        key = os.environ.get(search.api_key_env, "") if search.api_key_env else ""
+        key = search.api_key()
         if not key:
             return [
                 f"search: environment variable {search.api_key_env} (the Serper key) is not set; export it"
@@ -153,7 +155,7 @@ def _truthy(name: str) -> bool:
 def check_painter(config: Config) -> list[str]:
     painter = config.painter
     if painter.kind == "http":
-        if painter.api_key_env and not os.environ.get(painter.api_key_env):
+        if painter.api_key_env and not painter.api_key():
             return [
                 f"painter: environment variable {painter.api_key_env} (the API key) is not set; export it"
             ]
@@ -219,7 +221,7 @@ def check_hub(config: Config) -> list[str]:
     hub = config.hub
     if not hub.repo:
         return []
-    token = os.environ.get(hub.token_env, "")
+    token = hub.token() or ""
     if not token:
         return [
             f"hub: environment variable {hub.token_env} is not set; the push to {hub.repo} needs a write token"
@@ -250,12 +252,27 @@ def check_hub(config: Config) -> list[str]:
     return []
 
 
+def check_dependencies(config: Config, stages: Collection[str] | None = None) -> list[str]:
+    """One line per backend (of `stages`) whose extra is not installed, saying what to pip install."""
+    from schemas.dependencies import DIFFUSERS_PAINTER, OFFLINE_CORPUS
+
+    needed = []
+    if config.topics.source == "wiki_offline" and (_runs("topics", stages) or _runs("prompts", stages)):
+        needed.append(OFFLINE_CORPUS)
+    if config.search.provider == "local" and _runs("trajectories", stages):
+        needed.append(OFFLINE_CORPUS)
+    if config.painter.kind != "http" and _runs("images", stages):
+        needed.append(DIFFUSERS_PAINTER)
+    problems = [requirement.problem() for requirement in dict.fromkeys(needed)]
+    return [problem for problem in problems if problem]
+
+
 def preflight(
     config: Config, *, include_hub: bool = True, stages: Collection[str] | None = None
 ) -> list[str]:
     """Every problem found, one line each; [] when the config can run (offline default: no network).
     `stages`: only the backends those stages call (`run --stage ...`); None = every stage."""
-    problems = check_llm_endpoints(config, stages)
+    problems = check_dependencies(config, stages) + check_llm_endpoints(config, stages)
     if _runs("trajectories", stages):
         problems += check_search(config)
     if _runs("images", stages):

@@ -81,7 +81,7 @@ def write_prompts(config_data: dict[str, Any], topics: list[Topic]) -> BatchResu
         result = asyncio.run(
             _gather_rows(topics, lambda t: t.id, write, resources.model_concurrency("writer"))
         )
-    result.usage = meter.by_role({"writer": getattr(writer, "client", None)})
+    result.usage = meter.by_role(writer.model_clients())
     return result
 
 
@@ -105,9 +105,7 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
 
     with UsageMeter() as meter:
         result = asyncio.run(batch())
-    result.usage = meter.by_role(
-        {"teacher": getattr(teacher, "client", None), "summary": getattr(teacher, "summary_client", None)}
-    )
+    result.usage = meter.by_role(teacher.model_clients())
     return result
 
 
@@ -115,8 +113,7 @@ def run_teacher(config_data: dict[str, Any], prompts: list[Prompt]) -> BatchResu
 def paint_images(config_data: dict[str, Any], requests: list[PaintRequest]) -> BatchResult:
     resources = resources_for(Config.model_validate(config_data))
     images, errors = resources.paint(requests)
-    summary = getattr(resources.painter(), "concurrency_summary", None)  # the HTTP painter's AIMD level
-    levels = summary() if callable(summary) else {}
+    levels = resources.painter().concurrency_summary()  # the HTTP painter's AIMD level ({} for local)
     return BatchResult(
         rows=list(images),
         errors=list(errors),
@@ -164,7 +161,7 @@ def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchR
             _gather_rows(items, lambda i: i.image.id, one, resources.model_concurrency("judge"))
         )
     result.usage = meter.by_role(
-        {"judge": getattr(judge, "client", None), "claims": getattr(claims, "client", None)}
+        {**judge.model_clients(), **(claims.model_clients() if claims is not None else {})}
     )
     return result
 

@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from schemas.ids import fingerprint
 
 
+def secret_from_env(name: str) -> str | None:
+    """The secret (an API key, a token) in the environment variable `name`; None when `name` is empty
+    or the variable is unset or empty. Every key groundgen sends is read here. A caller names the
+    variable, never the value, in errors and logs."""
+    return (os.environ.get(name) or None) if name else None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,7 +70,8 @@ class LLMEndpointConfig(Section):
     )
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """The key in `api_key_env` (`secret_from_env`)."""
+        return secret_from_env(self.api_key_env)
 
 
 class LLMConfig(Section):
@@ -86,6 +94,10 @@ class SearchConfig(Section):
     api_key_env: str = ""
     requests_per_minute: float = 0
     timeout_s: float = 20
+
+    def api_key(self) -> str | None:
+        """The key in `api_key_env` (`secret_from_env`)."""
+        return secret_from_env(self.api_key_env)
 
 
 class FetchConfig(Section):
@@ -160,6 +172,10 @@ class PainterConfig(Section):
         description="http: AIMD up to max_concurrency (false = always max_concurrency)",
     )
 
+    def api_key(self) -> str | None:
+        """The HTTP painter's key in `api_key_env` (`secret_from_env`)."""
+        return secret_from_env(self.api_key_env)
+
 
 # Painter settings that change how fast images are made, not what they are.
 PAINTER_RUNTIME_FIELDS = frozenset(
@@ -215,6 +231,11 @@ class HubConfig(Section):
     private: bool = False
     endpoint_env: str = "HF_ENDPOINT"
     token_env: str = "HF_TOKEN"
+
+    def token(self) -> str | None:
+        """The Hub token in `token_env` (`secret_from_env`)."""
+        return secret_from_env(self.token_env)
+
     # Added later; left out of dumps (and fingerprints) at its default.
     offline: bool = Field(
         False,

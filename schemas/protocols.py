@@ -5,14 +5,14 @@ Stage cores are written against these; offline and real backends implement them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.errors import RowError
-from schemas.rows import Image, Judgement, Prompt, Topic, Trajectory
+from schemas.rows import Evidence, Image, Judgement, Prompt, Topic, Trajectory
 
 
 class Value(BaseModel):
@@ -91,6 +91,23 @@ class BlobWriter(Protocol):
     def exists(self, sha256: str) -> bool: ...
 
 
+class ModelClient(Protocol):
+    """A model endpoint's client as usage metering sees it (`synthesis/llm_client.py` `LLMClient`): a
+    `UsageMeter` records what it spends while the meter is active, and the run's record adds the
+    endpoint's concurrency level to that role's usage."""
+
+    def concurrency_summary(self) -> dict[str, float]: ...
+
+
+class Metered(Protocol):
+    """A backend that calls models names their clients, so a batch task can record usage per role."""
+
+    def model_clients(self) -> Mapping[str, ModelClient]:
+        """The model clients this backend calls, by the role their usage is recorded under
+        (`{}` for a backend that calls no model, such as the offline defaults)."""
+        ...
+
+
 class TopicSource(Protocol):
     name: str
 
@@ -121,7 +138,7 @@ class Tools:
     images: ImageDownloader
 
 
-class PromptWriter(Protocol):
+class PromptWriter(Metered, Protocol):
     fingerprint: str
 
     async def write(self, topic: Topic, linked: list[Topic]) -> list[Prompt]: ...
@@ -132,7 +149,7 @@ class TeacherResult(Value):
     reference_images: list[Image] = Field(default_factory=list)
 
 
-class Teacher(Protocol):
+class Teacher(Metered, Protocol):
     fingerprint: str
 
     async def run(self, prompt: Prompt, tools: Tools) -> TeacherResult: ...
@@ -149,6 +166,10 @@ class Painter(Protocol):
 
     def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]: ...
 
+    def concurrency_summary(self) -> dict[str, float]:
+        """The painter endpoint's concurrency level for the run's record (`{}` for a local pipeline)."""
+        ...
+
 
 class JudgeInput(Value):
     prompt: Prompt
@@ -157,7 +178,36 @@ class JudgeInput(Value):
     subjects: list[str] = Field(default_factory=list)  # titles of the prompt's topics, main one first
 
 
-class Judge(Protocol):
+class Judge(Metered, Protocol):
     fingerprint: str
 
     async def judge(self, item: JudgeInput) -> Judgement: ...
+
+
+class ClaimExtractor(Metered, Protocol):
+    """Evidence rows from a model's claims about a gen_prompt (`[llm.claims]`; without it the judge
+    stage uses the deterministic fact extractor)."""
+
+    fingerprint: str
+
+    async def evidence(
+        self, trajectory: Trajectory, task_prompt: str, subjects: Sequence[str]
+    ) -> list[Evidence]: ...
+
+
+class Corpus(Protocol):
+    """The offline knowledge: articles and their links, searchable (`extractors/offline.py`)."""
+
+    def linked_topics(self, topic: Topic) -> list[Topic]: ...
+
+    @property
+    def search(self) -> SearchBackend: ...
+
+
+class Server(Protocol):
+    """A local HTTP server running on a thread of this process (the offline corpus server)."""
+
+    @property
+    def port(self) -> int: ...
+
+    def close(self) -> None: ...

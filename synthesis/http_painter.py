@@ -28,7 +28,6 @@ import base64
 import binascii
 import concurrent.futures
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -113,7 +112,7 @@ class HTTPPainter:
             raise ConfigurationError("painter.kind = 'http' needs painter.model (the API's model name)")
         self.api_key = ""
         if config.api_key_env:
-            self.api_key = os.environ.get(config.api_key_env, "")
+            self.api_key = config.api_key() or ""
             if not self.api_key:
                 raise ConfigurationError(
                     f"painter.api_key_env names {config.api_key_env}, which is not set in the environment"

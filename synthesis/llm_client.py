@@ -39,7 +39,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar, Token
 from dataclasses import asdict, dataclass, field
@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - depends on the openai version
 
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from schemas.protocols import ModelClient
 from synthesis.adaptive_concurrency import AdaptiveLimit, Slot, limit_for
 from synthesis.circuit_breaker import breaker_for
 from synthesis.http_pool import pooled_transport
@@ -111,9 +112,10 @@ class UsageMeter:
         with self._lock:
             return self._by_client.get(id(client), (client, Usage()))[1]
 
-    def by_role(self, roles: dict[str, Any]) -> dict[str, dict[str, float]]:
+    def by_role(self, roles: Mapping[str, ModelClient | None]) -> dict[str, dict[str, float]]:
         """`{role: usage as a dict}` for the named clients that made calls (a client named twice
-        counts under its first role)."""
+        counts under its first role). `roles` is what a backend's `model_clients()` names
+        (`Metered` in schemas/protocols.py)."""
         result: dict[str, dict[str, float]] = {}
         seen: set[int] = set()
         for role, client in roles.items():
@@ -123,8 +125,7 @@ class UsageMeter:
             usage = self.usage_of(client)
             if usage.calls:
                 result[role] = asdict(usage)
-                summary = getattr(client, "concurrency_summary", None)
-                if callable(summary) and (levels := summary()):
+                if levels := client.concurrency_summary():
                     result[role].update(levels)  # gauges: the endpoint's AIMD level, not summed
         return result
 

@@ -35,7 +35,7 @@ from typing import Any
 from schemas.config import LLMEndpointConfig, TeacherConfig
 from schemas.errors import ModelOutputError
 from schemas.ids import fingerprint as config_fingerprint
-from schemas.protocols import Page, TeacherResult, Tools
+from schemas.protocols import ModelClient, Page, TeacherResult, Tools
 from schemas.rows import Message, Prompt
 from synthesis.agent_protocol import TOOL_SCHEMAS, final_answer_message, load_template, parse_model_turn
 from synthesis.episode import ModelReply, run_episode
@@ -289,6 +289,14 @@ class LLMTeacher:
             else:
                 self.summary_client = self.client
         self.usage = Usage()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: the teacher's client, and the browse-summary client when summaries are on (the
+        teacher's own client, recorded once under "teacher", when no `[llm.summary]` is set)."""
+        clients: dict[str, ModelClient] = {"teacher": self.client}
+        if self.summary_client is not None:
+            clients["summary"] = self.summary_client
+        return clients
 
     async def run(self, prompt: Prompt, tools: Tools) -> TeacherResult:
         if self.summary_client is not None:

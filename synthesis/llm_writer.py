@@ -19,6 +19,7 @@ from schemas.config import LLMEndpointConfig, WriterConfig
 from schemas.errors import ModelOutputError
 from schemas.ids import content_id
 from schemas.ids import fingerprint as config_fingerprint
+from schemas.protocols import ModelClient
 from schemas.rows import Prompt, Topic
 from synthesis.agent_protocol import IMG_ID, load_template
 from synthesis.llm_client import LLMClient, Usage
@@ -111,6 +112,10 @@ class LLMWriter:
         self.prompts_per_topic = prompts_per_topic
         self.client = client or LLMClient(endpoint, cache=cache)
         self.usage = Usage()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: this backend's model client, under the role its usage is recorded as."""
+        return {"writer": self.client}
 
     async def write(self, topic: Topic, linked: list[Topic]) -> list[Prompt]:
         partner = pick_partner(topic, linked, self.config.multi_hop_share, self.config.seed)

@@ -357,6 +357,10 @@ class DiffusersPainter:
         """`Painter`: a local pipeline has no endpoint concurrency level to record."""
         return {}
 
+    def concurrency_summary(self) -> dict[str, float]:
+        """`Painter`: a local pipeline has no endpoint concurrency level to record."""
+        return {}
+
     def paint(self, requests: list[PaintRequest]) -> tuple[list[Image], list[RowError]]:
         images: list[Image] = []
         errors: list[RowError] = []

@@ -24,7 +24,7 @@ from typing import Any
 from extractors.local_search import split_sentences, tokenize
 from schemas.config import TeacherConfig
 from schemas.ids import fingerprint as config_fingerprint
-from schemas.protocols import TeacherResult, Tools
+from schemas.protocols import ModelClient, TeacherResult, Tools
 from schemas.rows import Message, Prompt
 from synthesis.agent_protocol import IMG_ID, final_answer_message, parse_model_turn
 from synthesis.episode import ModelReply, run_episode
@@ -343,6 +343,10 @@ class ScriptedTeacher:
         )
         self.blobs = blobs
         self.policy = ScriptedPolicy()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: the offline default calls no model."""
+        return {}
 
     async def run(self, prompt: Prompt, tools: Tools) -> TeacherResult:
         return await run_episode(

@@ -16,6 +16,7 @@ from schemas.categories import category_group
 from schemas.config import WriterConfig
 from schemas.ids import content_id
 from schemas.ids import fingerprint as config_fingerprint
+from schemas.protocols import ModelClient
 from schemas.rows import Prompt, Topic
 from synthesis.agent_protocol import load_template
 
@@ -87,6 +88,10 @@ class TemplateWriter:
         # Same value as Config.writer_fingerprint() when no LLM writer is configured.
         self.fingerprint = fingerprint or config_fingerprint({"writer": self.config, "llm": None})
         self.templates = load_writer_templates()
+
+    def model_clients(self) -> dict[str, ModelClient]:
+        """`Metered`: the offline default calls no model."""
+        return {}
 
     def _family(self, group: str) -> list[WriterTemplate]:
         return [template for template in self.templates if template.group == group]

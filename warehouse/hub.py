@@ -79,7 +79,7 @@ def hub_settings(hub: HubConfig | None = None) -> tuple[str, str | None]:
     """(endpoint, token) from the environment variables the Hub config names."""
     hub = hub or HubConfig()
     endpoint = os.environ.get(hub.endpoint_env) or DEFAULT_ENDPOINT
-    return endpoint.rstrip("/"), os.environ.get(hub.token_env) or None
+    return endpoint.rstrip("/"), hub.token()
 
 
 def _differs(path: Path) -> PushError:
