@@ -1,15 +1,16 @@
 """Politeness and resilience for provider APIs: a token-bucket rate limiter and JSON calls with retries.
 
-`request_json` retries only transient failures (429, 408, 5xx, time-outs, connection errors) with
-full-jitter exponential backoff, honours `Retry-After` (seconds or HTTP date, capped), caps the
-response size, and raises `FetchError` with a clear message otherwise. Secrets passed in `secrets` are
-redacted from every message it produces.
+`request_json` retries only transient failures (408, 425, 429, 500, 502, 503, 504, time-outs,
+connection errors) with full-jitter exponential backoff, honours `Retry-After` (seconds or HTTP date,
+capped), caps the response size, and raises `FetchError` with a clear message otherwise. Secrets passed
+in `secrets` are redacted from every message it produces. The retry arithmetic is the shared
+`schemas/retry.py` `RetryPolicy` (docs/ARCHITECTURE.md, "Failures"); `search_retry_policy` builds the
+providers' instance of it from their `max_retries` and backoff settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
@@ -21,6 +22,25 @@ from typing import Any
 import httpx
 
 from schemas.errors import FetchError
+from schemas.retry import (
+    RetryPolicy,
+    TransientFailure,
+    parse_retry_after,
+    retry_after_seconds,
+    run_with_retries_async,
+)
+
+__all__ = [
+    "JsonAPIClient",
+    "Sleep",
+    "TokenBucket",
+    "backoff_delay",
+    "parse_retry_after",
+    "redact",
+    "request_json",
+    "retry_after_seconds",
+    "search_retry_policy",
+]
 
 logger = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -79,40 +99,20 @@ class TokenBucket:
             await self.sleep(wait)
 
 
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse a Retry-After header (delta seconds or an HTTP date) into seconds from now."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment is None:
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-
-
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI-style gateways), else `Retry-After`."""
-    if headers is None:
-        return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    return retry_after_seconds(headers.get("retry-after"), now=now)
-
-
 def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return (rng or random).uniform(0, min(cap_s, base_s * 2**attempt))
+    return RetryPolicy(base_s=base_s, cap_s=cap_s).backoff(attempt, rng)
+
+
+def search_retry_policy(max_retries: int = 4, *, base_s: float = 0.5, cap_s: float = 30.0) -> RetryPolicy:
+    """The search providers' policy: full jitter, Retry-After honoured up to the backoff cap."""
+    return RetryPolicy(
+        attempts=max_retries + 1,
+        base_s=base_s,
+        cap_s=cap_s,
+        retry_after_cap_s=cap_s,
+        statuses=TRANSIENT_STATUSES,
+    )
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -140,35 +140,40 @@ async def request_json(
 ) -> Any:
     """Send a request and return its parsed JSON body, retrying transient failures."""
     secrets = tuple(secrets)
-    for attempt in range(max_retries + 1):
+    policy = search_retry_policy(max_retries, base_s=backoff_base_s, cap_s=backoff_cap_s)
+
+    async def attempt() -> Any:
         if bucket is not None:
             await bucket.acquire()
-        delay: float | None = None
         try:
             status, headers, body = await _send(client, method, url, timeout_s, max_response_bytes, request)
         except httpx.TransportError as error:  # time-outs, refused/reset connections
-            if attempt == max_retries:
-                message = f"{service}: {error.__class__.__name__} after {attempt + 1} attempts"
-                raise FetchError(redact(message, secrets), retryable=True) from None
-            logger.info("%s: %s, retrying", service, error.__class__.__name__)
-        else:
-            if status < 300:
-                try:
-                    return json.loads(body)
-                except ValueError as error:
-                    snippet = body[:120].decode("utf-8", "replace")
-                    message = f"{service}: malformed JSON in the response ({error}); body starts {snippet!r}"
-                    raise FetchError(redact(message, secrets), status=status) from None
-            if status not in TRANSIENT_STATUSES or attempt == max_retries:
-                retryable = status in TRANSIENT_STATUSES
-                tries = f" after {attempt + 1} attempts" if retryable else ""
-                raise FetchError(f"{service}: HTTP {status}{tries}", status=status, retryable=retryable)
-            delay = retry_after_seconds(headers.get("retry-after"))
-            logger.info("%s: HTTP %s, retrying", service, status)
-        if delay is None:
-            delay = backoff_delay(attempt, base_s=backoff_base_s, cap_s=backoff_cap_s)
-        await sleep(min(delay, backoff_cap_s))
-    raise AssertionError("unreachable")  # pragma: no cover
+            raise TransientFailure(error.__class__.__name__) from None
+        if status < 300:
+            try:
+                return json.loads(body)
+            except ValueError as error:
+                snippet = body[:120].decode("utf-8", "replace")
+                message = f"{service}: malformed JSON in the response ({error}); body starts {snippet!r}"
+                raise FetchError(redact(message, secrets), status=status) from None
+        if not policy.retries_status(status):
+            raise FetchError(f"{service}: HTTP {status}", status=status, retryable=False)
+        retry_after = retry_after_seconds(headers.get("retry-after"))
+        raise TransientFailure(f"HTTP {status}", status=status, retry_after=retry_after)
+
+    def log(error: BaseException, attempts: int, delay: float) -> None:
+        logger.info("%s: %s, retrying", service, error)
+
+    try:
+        return await run_with_retries_async(attempt, policy, sleep=sleep, on_retry=log)
+    except TransientFailure as failure:
+        tries = f"after {policy.attempts} attempts"
+        if failure.status is None:
+            message = f"{service}: {failure} {tries}"
+            raise FetchError(redact(message, secrets), retryable=True) from None
+        raise FetchError(
+            f"{service}: HTTP {failure.status} {tries}", status=failure.status, retryable=True
+        ) from None
 
 
 async def _send(

@@ -9,11 +9,13 @@ them). Otherwise references are ignored.
 
 Resilience: an explicit time-out per request; up to `max_retries` retries, only for 429 and 5xx
 answers (waiting `Retry-After` when given, else full-jitter exponential backoff) and for connections
-that could not be opened (nothing was sent). A read time-out is not retried: the server may still be
-painting (and billing) the image. At most `max_concurrency` requests are in flight; within that,
-the endpoint's adaptive limit (`synthesis.adaptive_concurrency`, one per endpoint per process, unless
-`adaptive_concurrency = false`) holds each attempt and backs off on 429, 503 and time-outs. The API key comes
-from the environment variable named by `api_key_env` and is redacted from every message.
+that could not be opened (nothing was sent), by the shared `schemas/retry.py` `RetryPolicy`
+(`painter_retry_policy`; docs/ARCHITECTURE.md, "Failures"). A read time-out is not retried: the
+server may still be painting (and billing) the image. At most `max_concurrency` requests are in
+flight; within that, the endpoint's adaptive limit (`synthesis.adaptive_concurrency`, one per
+endpoint per process, unless `adaptive_concurrency = false`) holds each attempt and backs off on 429,
+503 and time-outs. The API key comes from the environment variable named by `api_key_env` and is
+redacted from every message.
 
 The returned image is validated and normalised like a downloaded reference
 (`extractors.images.validate_and_normalize`: broken, truncated or bomb images are refused), stored in
@@ -35,11 +37,18 @@ from typing import Any
 import httpx
 
 from extractors.images import validate_and_normalize
-from extractors.rate_limit import backoff_delay, redact, retry_after_seconds
+from extractors.rate_limit import redact
 from schemas.config import PainterConfig
 from schemas.errors import ConfigurationError, ImageValidationError, PainterError, RowError
 from schemas.ids import content_id
 from schemas.protocols import PaintRequest
+from schemas.retry import (
+    SERVER_ERRORS,
+    RetryPolicy,
+    TransientFailure,
+    retry_after_seconds,
+    run_with_retries_async,
+)
 from schemas.rows import Image
 from synthesis.adaptive_concurrency import AdaptiveLimit, limit_for
 from synthesis.llm_client import redact_url
@@ -52,10 +61,26 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a b64 PNG of 2048x2048 is ~16 MB
 MIN_SIDE = 8
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
+RETRY_STATUSES = frozenset({429}) | SERVER_ERRORS
 
 
-def is_retryable_status(status: int) -> bool:
-    return status == 429 or 500 <= status <= 599
+def painter_retry_policy(max_retries: int) -> RetryPolicy:
+    """The images API's policy: full jitter from 1 s up to 60 s, Retry-After honoured up to 60 s."""
+    return RetryPolicy(
+        attempts=max_retries + 1,
+        base_s=BACKOFF_BASE_S,
+        cap_s=BACKOFF_CAP_S,
+        retry_after_cap_s=BACKOFF_CAP_S,
+        statuses=RETRY_STATUSES,
+    )
+
+
+class _RetryableAnswer(TransientFailure):
+    """A 429 or 5xx answer, with the API's own error message."""
+
+    def __init__(self, status: int, detail: str, retry_after: float | None):
+        super().__init__(f"HTTP {status}", status=status, retry_after=retry_after)
+        self.detail = detail
 
 
 def _mime(data: bytes) -> tuple[str, str]:
@@ -241,44 +266,45 @@ class HTTPPainter:
             url = f"{self.base_url}/images/generations"
             request = {"json": fields}
         secrets = (self.api_key,)
-        retries = self.config.max_retries
-        for attempt in range(retries + 1):
-            delay: float | None = None
+        policy = painter_retry_policy(self.config.max_retries)
+
+        async def attempt() -> bytes:
             try:
                 status, headers, body = await self._send(client, url, request)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-                if attempt == retries:  # the service, not the row: a transient failure
-                    message = f"images API: {error.__class__.__name__} after {attempt + 1} attempts"
-                    raise PainterError(
-                        redact(message, secrets), retryable=True, endpoint=self.endpoint
-                    ) from None
-                logger.info("images API: %s, retrying", error.__class__.__name__)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:  # nothing was sent: retried
+                raise TransientFailure(error.__class__.__name__) from None
             except httpx.TransportError as error:  # read time-out, reset mid-answer: not retried
                 message = f"images API: {error.__class__.__name__} ({error})"
                 raise PainterError(redact(message, secrets), retryable=True, endpoint=self.endpoint) from None
-            else:
-                if status < 300:
-                    return body
-                detail = redact(_error_detail(body), secrets)
-                if status in (401, 403):  # fatal: no row can succeed with this key
-                    raise ConfigurationError(
-                        f"images API {self.endpoint} refused the key (HTTP {status}); check "
-                        f"{self.config.api_key_env or 'painter.api_key_env'}",
-                        endpoint=self.endpoint,
-                    )
-                if not is_retryable_status(status) or attempt == retries:
-                    tries = f" after {attempt + 1} attempts" if is_retryable_status(status) else ""
-                    raise PainterError(
-                        f"images API: HTTP {status}{tries}: {detail}",
-                        retryable=is_retryable_status(status),
-                        endpoint=self.endpoint,
-                    )
-                delay = retry_after_seconds(headers.get("retry-after"))
-                logger.info("images API: HTTP %s, retrying", status)
-            if delay is None:
-                delay = backoff_delay(attempt, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
-            await self.sleep(min(delay, BACKOFF_CAP_S))
-        raise AssertionError("unreachable")  # pragma: no cover
+            if status < 300:
+                return body
+            detail = redact(_error_detail(body), secrets)
+            if status in (401, 403):  # fatal: no row can succeed with this key
+                raise ConfigurationError(
+                    f"images API {self.endpoint} refused the key (HTTP {status}); check "
+                    f"{self.config.api_key_env or 'painter.api_key_env'}",
+                    endpoint=self.endpoint,
+                )
+            if not policy.retries_status(status):
+                raise PainterError(
+                    f"images API: HTTP {status}: {detail}", retryable=False, endpoint=self.endpoint
+                )
+            raise _RetryableAnswer(status, detail, retry_after_seconds(headers.get("retry-after")))
+
+        def log(error: BaseException, attempts: int, delay: float) -> None:
+            logger.info("images API: %s, retrying", error)
+
+        try:
+            return await run_with_retries_async(attempt, policy, sleep=self.sleep, on_retry=log)
+        except _RetryableAnswer as answer:  # the service, not the row: a transient failure
+            raise PainterError(
+                f"images API: HTTP {answer.status} after {policy.attempts} attempts: {answer.detail}",
+                retryable=True,
+                endpoint=self.endpoint,
+            ) from None
+        except TransientFailure as failure:
+            message = f"images API: {failure} after {policy.attempts} attempts"
+            raise PainterError(redact(message, secrets), retryable=True, endpoint=self.endpoint) from None
 
     async def _send(
         self, client: httpx.AsyncClient, url: str, request: dict[str, Any]

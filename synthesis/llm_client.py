@@ -6,7 +6,9 @@ off (`max_retries=0`); this module owns the policy:
 
 - retries only on 408, 409, 425, 429, 5xx, connection errors, time-outs and unreadable response
   bodies, with exponential backoff and full jitter, honouring `Retry-After` (seconds or HTTP date)
-  and `retry-after-ms`; after `max_retries` a retryable `ModelCallError` (a transient failure);
+  and `retry-after-ms` up to `max_retry_after_s` (a longer wish gives up); after `max_retries` a
+  retryable `ModelCallError` (a transient failure). The policy is the shared `schemas/retry.py`
+  `RetryPolicy` (`LLMClient.retry_policy`; docs/ARCHITECTURE.md, "Failures");
 - errors by kind (`schemas.errors.error_kind`): 401/403 (key refused) and 404 (no such model or
   path) raise `ConfigurationError` (fatal: the flow stops the stage); other 4xx a non-retryable
   `ModelCallError` (permanent: counts against the row's attempts);
@@ -46,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from extractors.rate_limit import TokenBucket, backoff_delay, parse_retry_after
+from extractors.rate_limit import TokenBucket
 
 try:  # the HTTP library the installed openai SDK is built on (openai >= 3 ships httpx2, older uses httpx)
     import httpx2 as httpx
@@ -56,6 +58,13 @@ except ImportError:  # pragma: no cover - depends on the openai version
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
 from schemas.protocols import ModelClient
+from schemas.retry import (
+    RetryAfterTooLong,
+    RetryPolicy,
+    TransientFailure,
+    parse_retry_after,
+    run_with_retries_async,
+)
 from synthesis.adaptive_concurrency import AdaptiveLimit, Slot, limit_for
 from synthesis.circuit_breaker import breaker_for
 from synthesis.http_pool import pooled_transport
@@ -65,7 +74,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN_ESTIMATE = 1_000  # tokens charged to the tokens/min bucket per attached image
 PLACEHOLDER_KEY = "not-needed"  # servers without auth (vLLM, Ollama) still get a bearer header
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})  # and every 5xx: retried, then a transient failure
+# retried, then a transient failure: these and every 5xx (and any code above, as ever)
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429}) | frozenset(range(500, 1000))
 OVERLOAD_STATUSES = frozenset({429, 503})  # with time-outs: the adaptive limit backs off
 
 
@@ -241,10 +251,9 @@ class _SizeCappedTransport(httpx.AsyncBaseTransport):
 # --- the client -------------------------------------------------------------------------------------
 
 
-class _Retryable(Exception):
+class _Retryable(TransientFailure):
     def __init__(self, description: str, retry_after: float | None = None):
-        super().__init__(description)
-        self.retry_after = retry_after
+        super().__init__(description, retry_after=retry_after)
 
 
 class _FixedSlot:
@@ -282,9 +291,14 @@ class LLMClient:
         self.cache = cache
         self.rng = rng or random.Random()
         self.sleep = sleep
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
-        self.max_retry_after_s = max_retry_after_s
+        self.retry_policy = RetryPolicy(
+            attempts=config.max_retries + 1,
+            base_s=backoff_base_s,
+            cap_s=backoff_max_s,
+            retry_after_cap_s=max_retry_after_s,
+            beyond_cap="give_up",
+            statuses=TRANSIENT_STATUSES,
+        )
         self._api_key = self._read_key(config)
         self._request_bucket = (
             TokenBucket(config.requests_per_minute, burst_s=rate_burst_s)
@@ -442,40 +456,40 @@ class LLMClient:
         self, messages: list[dict[str, Any]], parameters: dict[str, Any]
     ) -> tuple[dict[str, Any], int]:
         estimate = estimate_prompt_tokens(messages) + int(parameters["max_tokens"])
-        attempts = self.config.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                return await self._attempt(messages, parameters, estimate), attempt + 1
-            except _Retryable as error:
-                if attempt + 1 >= attempts:
-                    raise ModelCallError(
-                        f"model call to {self.config.model} at {self.endpoint} failed after "
-                        f"{attempts} attempts: {error}",
-                        endpoint=self.endpoint,
-                    ) from None
-                if error.retry_after is not None:
-                    if error.retry_after > self.max_retry_after_s:
-                        raise ModelCallError(
-                            f"{self.endpoint} asked to retry after {error.retry_after:.0f}s "
-                            f"(more than {self.max_retry_after_s:.0f}s): {error}",
-                            endpoint=self.endpoint,
-                        ) from None
-                    delay = error.retry_after
-                else:
-                    delay = backoff_delay(
-                        attempt, base_s=self.backoff_base_s, cap_s=self.backoff_max_s, rng=self.rng
-                    )
-                logger.warning(
-                    "model call to %s at %s failed (%s); retry %d of %d in %.2fs",
-                    self.config.model,
-                    self.endpoint,
-                    error,
-                    attempt + 1,
-                    attempts - 1,
-                    delay,
-                )
-                await self.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        policy = self.retry_policy
+        made = 0
+
+        async def attempt() -> dict[str, Any]:
+            nonlocal made
+            made += 1
+            return await self._attempt(messages, parameters, estimate)
+
+        def log(error: BaseException, attempts: int, delay: float) -> None:
+            logger.warning(
+                "model call to %s at %s failed (%s); retry %d of %d in %.2fs",
+                self.config.model,
+                self.endpoint,
+                error,
+                attempts,
+                policy.attempts - 1,
+                delay,
+            )
+
+        try:
+            data = await run_with_retries_async(attempt, policy, sleep=self.sleep, rng=self.rng, on_retry=log)
+        except TransientFailure as error:
+            raise ModelCallError(
+                f"model call to {self.config.model} at {self.endpoint} failed after "
+                f"{policy.attempts} attempts: {error}",
+                endpoint=self.endpoint,
+            ) from None
+        except RetryAfterTooLong as wish:
+            raise ModelCallError(
+                f"{self.endpoint} asked to retry after {wish.seconds:.0f}s "
+                f"(more than {wish.cap_s:.0f}s): {wish.error}",
+                endpoint=self.endpoint,
+            ) from None
+        return data, made
 
     async def _attempt(
         self, messages: list[dict[str, Any]], parameters: dict[str, Any], estimate: int

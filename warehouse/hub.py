@@ -8,16 +8,17 @@ stays flat whatever the version's size, progress is reported in bytes, and a pus
 (during an upload, before the commit, between commit and tag) completes when run again: objects the
 Hub already stores are skipped and the commit skips files it already has unchanged. The commit names
 the branch head it was built on; when someone else moved the branch meanwhile (HTTP 412), the head is
-read again and the commit retried once — never overwriting another commit silently. Only 429 and 5xx
-answers are retried, with exponential backoff and jitter (Retry-After honoured). The token is never
-logged or returned.
+read again and the commit retried once — never overwriting another commit silently. Only 429, 500,
+502, 503 and 504 answers are retried, with exponential backoff and jitter (Retry-After honoured), by
+the shared `schemas/retry.py` `RetryPolicy` (`hub_retry_policy`; docs/ARCHITECTURE.md, "Failures").
+The token is never logged or returned.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 from schemas.config import HubConfig
 from schemas.errors import GroundgenError
+from schemas.retry import RetryPolicy, retry_after_seconds, run_with_retries
 from warehouse.manifest import data_files, file_sha256, loads_manifest
 
 logger = logging.getLogger("groundgen.hub")
@@ -105,41 +107,47 @@ def local_files(export_dir: Path, *, check_content: bool = True) -> tuple[dict[s
     return manifest, sizes
 
 
-def _retry_after_s(error: Any) -> float | None:
-    response = getattr(error, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return min(float(value), 300.0) if value is not None else None
-    except ValueError:
-        return None
+def hub_retry_policy(attempts: int = 5, backoff_s: float = 1.0) -> RetryPolicy:
+    """The Hub's policy: `backoff_s` doubling without a cap, times 1 to 1.5, and at least the Retry-After
+    (up to 300 s; `backoff_s = 0` waits for nothing, Retry-After included)."""
+    return RetryPolicy(
+        attempts=attempts,
+        base_s=backoff_s,
+        cap_s=math.inf,
+        jitter=(1.0, 1.5),
+        retry_after_cap_s=300.0 if backoff_s > 0 else 0.0,
+        retry_after_is_floor=True,
+        statuses=RETRY_STATUSES,
+    )
+
+
+def _retry_after_s(error: BaseException) -> float | None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    http_error = _http_error(error, HfHubHTTPError)
+    response = http_error.response if http_error is not None else None
+    return retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
 
 
 def with_retries(
     call: Callable[[], T], what: str, *, attempts: int = 5, backoff_s: float = 1.0, sleep=time.sleep
 ) -> T:
-    """Run `call`, retrying only 429/5xx answers, with exponential backoff and jitter.
+    """Run `call`, retrying only 429/5xx answers, with exponential backoff and jitter (`hub_retry_policy`).
 
     Errors an upload raises from inside huggingface_hub's thread pool arrive wrapped (RuntimeError
     "Error while uploading ..."); the HTTP error is found on the exception chain."""
-    from huggingface_hub.errors import HfHubHTTPError
+    policy = hub_retry_policy(attempts, backoff_s)
 
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as error:
-            http_error = _http_error(error, HfHubHTTPError)
-            status = (
-                http_error.response.status_code if http_error is not None and http_error.response else None
-            )
-            if http_error is None or status not in RETRY_STATUSES or attempt == attempts:
-                raise
-            delay = backoff_s * 2 ** (attempt - 1) * (1 + random.random() / 2)
-            retry_after = _retry_after_s(http_error)
-            if retry_after is not None and backoff_s > 0:
-                delay = max(delay, retry_after)
-            logger.warning("%s: HTTP %s, retry %d/%d in %.1fs", what, status, attempt, attempts - 1, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")
+    def retryable(error: BaseException) -> bool:
+        status = _status(error)
+        return status is not None and policy.retries_status(status)
+
+    def log(error: BaseException, attempt: int, delay: float) -> None:
+        logger.warning(
+            "%s: HTTP %s, retry %d/%d in %.1fs", what, _status(error), attempt, attempts - 1, delay
+        )
+
+    return run_with_retries(call, policy, retryable, retry_after=_retry_after_s, sleep=sleep, on_retry=log)
 
 
 def _http_error(error: BaseException, kind: type[Exception]) -> Any:
