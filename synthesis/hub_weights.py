@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from schemas.dependencies import DIFFUSERS_PAINTER, LOCAL, require
 from schemas.errors import ConfigurationError
 
 
@@ -22,7 +23,7 @@ def is_hub_id(model: str) -> bool:
 
 def download_pipeline(model: str, revision: str = "") -> str:
     """The local snapshot folder of Hub pipeline `model` (downloaded with progress bars if needed)."""
-    import diffusers
+    diffusers = require("diffusers", LOCAL, DIFFUSERS_PAINTER.purpose)
     from huggingface_hub import constants
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.config import PAINTER_RUNTIME_FIELDS, PainterConfig
+from schemas.dependencies import DIFFUSERS_PAINTER
 from schemas.errors import ConfigurationError, PainterError, RowError
 from schemas.ids import content_id, fingerprint
 from schemas.protocols import PaintRequest
@@ -180,14 +181,8 @@ def torch_threads(torch: Any, count: int | None) -> Iterator[None]:
 
 
 def _import_torch_diffusers() -> tuple[Any, Any]:
-    try:
-        import diffusers
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            f"the diffusers painter needs torch and diffusers ({error.name} is missing): "
-            "pip install torch diffusers transformers"
-        ) from error
+    """torch and diffusers (the `local` extra), or a `MissingDependencyError` saying to install it."""
+    torch, diffusers, _transformers = DIFFUSERS_PAINTER.require()
     return torch, diffusers
 
 
@@ -352,10 +347,6 @@ class DiffusersPainter:
                 rgb.thumbnail(box, PILImage.Resampling.LANCZOS)
                 references.append(rgb)
         return references
-
-    def concurrency_summary(self) -> dict[str, float]:
-        """`Painter`: a local pipeline has no endpoint concurrency level to record."""
-        return {}
 
     def concurrency_summary(self) -> dict[str, float]:
         """`Painter`: a local pipeline has no endpoint concurrency level to record."""

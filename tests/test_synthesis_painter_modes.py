@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from schemas.config import PainterConfig
+from schemas.dependencies import MissingDependencyError
 from schemas.errors import ConfigurationError
 from synthesis.painter import DiffusersPainter, accepts, resolved_revision, row_seed
 from testkit.synthesis_fakes import MemoryBlobs, png_for
@@ -164,7 +165,10 @@ def test_revision_is_recorded(tmp_path, monkeypatch, tiny_model):  # noqa: F811
 def test_missing_diffusers_names_what_to_install(tiny_model, monkeypatch):  # noqa: F811
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
     painter = DiffusersPainter(PainterConfig(), tiny_model, blobs=MemoryBlobs())
-    with pytest.raises(ImportError, match=r"needs torch and diffusers \(diffusers is missing\): pip install"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"needs diffusers, which is not installed: pip install 'groundgen\[local\]'",
+    ):
         painter.paint([request(0)])
 
 
