@@ -120,7 +120,9 @@ def imagededup_python(venv: Path) -> Path:
     if installed is not None:
         return installed
     python = venv / "bin" / "python"
-    shutil.rmtree(venv, ignore_errors=True)
+    if venv.is_dir() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").exists():
+        raise OSError(f"{venv} exists and is not a venv: pass another --imagededup-venv")
+    shutil.rmtree(venv, ignore_errors=True)  # an older or half-installed peer venv
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
