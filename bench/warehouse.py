@@ -1,10 +1,12 @@
 """Warehouse work at scale: pending queries, failure records, inserts and a curation pass over 100k rows.
 
 Builds a synthetic warehouse through the production insert path (about `--rows` rows per stage table:
-topics, prompts, trajectories, ground-truth images with distinct tiny PNG blobs, judgements, failures
-of every kind), then times the production code: each stage's pending query (budget 1 s), the
-curation stage (`flows.curation.curate_pending`, budget 60 s for 100k candidates), `record_failures`
-and `insert`. Prints seconds, rows/s and seconds / budget (≤ 1.00 meets it).
+topics, prompts, trajectories, ground-truth images with distinct tiny PNG blobs, judgements scored as
+the judge stage scores them, with their evidence rows, failures of every kind), then times the
+production code: each stage's pending query (budget 1 s; `pending_curation` decides readiness and
+returns ids, the pass reads each batch's rows with `curation_inputs`), the curation stage
+(`flows.curation.curate_pending`, budget 60 s for 100k candidates, row reads included),
+`record_failures` and `insert`. Prints seconds, rows/s and seconds / budget (≤ 1.00 meets it).
 
     python -m bench.warehouse                 # 100k rows per table (a few minutes on 2 cores)
     python -m bench.warehouse --rows 10000    # a quick look
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from filters.quality_scores import score_judgement
 from flows.curation import curate_pending
 from flows.workspace import Workspace
 from schemas.config import Config
@@ -96,8 +99,10 @@ def build(warehouse: Warehouse, config: Config, rows: int, seed: int = 0) -> dic
     ]
     timings["trajectories"] = insert_chunked(warehouse, trajectories)
     images = []
+    pictures = []
     for i in range(n_images):
-        sha = blobs.put(tiny_png(rng))
+        pictures.append(tiny_png(rng))
+        sha = blobs.put(pictures[-1])
         images.append(
             Image(
                 id=f"i{i:07d}",
@@ -112,11 +117,20 @@ def build(warehouse: Warehouse, config: Config, rows: int, seed: int = 0) -> dic
             )
         )
     timings["images"] = insert_chunked(warehouse, images)
-    judgements = [
-        Judgement(id=f"j{i:07d}", image_id=f"i{i:07d}", trajectory_id=f"r{i:07d}", judge=judge, keep=True)
-        for i in range(n_judged)
-    ]
+    # as the judge stage writes them (flows/tasks.py `judge_images`): the verdict with the deterministic
+    # scores curation reads (grounding, subject match, image std) and the evidence rows behind them
+    judgements, evidence = [], []
+    for i in range(n_judged):
+        verdict = Judgement(
+            id=f"j{i:07d}", image_id=f"i{i:07d}", trajectory_id=f"r{i:07d}", judge=judge, keep=True
+        )
+        scored, facts = score_judgement(
+            verdict, trajectories[i], prompts[i].prompt, [topics[i].title], pictures[i]
+        )
+        judgements.append(scored)
+        evidence += facts
     timings["judgements"] = insert_chunked(warehouse, judgements)
+    insert_chunked(warehouse, evidence)
     # failures: the missing images and judgements fail (some for good, some transiently)
     started = time.perf_counter()
     errors: dict[str, list[RowError]] = {"images": [], "judgements": []}

@@ -92,6 +92,9 @@ class PromptDedupIndex:
         self._shingles: dict[str, frozenset[int]] = {}  # exact verification with set operations
         self._ids: list[str] = []
         self._signatures = np.zeros((64, num_perm), dtype=np.uint32)
+        # curation queries a candidate's prompt, then adds the same text when it keeps it: the last
+        # text's shingles and signature are computed once for both
+        self._last: tuple[str, np.ndarray, np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self._shingles)
@@ -108,17 +111,25 @@ class PromptDedupIndex:
             mixed ^= mixed >> np.uint64(31)
         return mixed.min(axis=0)
 
+    def _prepared(self, text: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The text's shingle hashes and MinHash signature (None when it has no shingles)."""
+        if self._last is not None and self._last[0] == text:
+            return self._last[1], self._last[2]
+        shingles = shingle_hashes(text, self.shingle_size)
+        signature = self.signature(shingles) if shingles.size else None
+        self._last = (text, shingles, signature)
+        return shingles, signature
+
     def _band_keys(self, signature: np.ndarray) -> list[bytes]:
         return [signature[band * self.rows : (band + 1) * self.rows].tobytes() for band in range(self.bands)]
 
     def add(self, item_id: str, text: str) -> None:
         if item_id in self._shingles:
             return
-        shingles = shingle_hashes(text, self.shingle_size)
+        shingles, signature = self._prepared(text)
         self._shingles[item_id] = frozenset(shingles.tolist())
-        if shingles.size == 0:
+        if signature is None:
             return
-        signature = self.signature(shingles)
         row = len(self._ids)
         if row == len(self._signatures):
             self._signatures = np.concatenate([self._signatures, np.zeros_like(self._signatures)])
@@ -147,13 +158,13 @@ class PromptDedupIndex:
 
     def query(self, text: str) -> list[tuple[str, float]]:
         """Indexed prompts with Jaccard >= threshold, most similar first (ties by id)."""
-        shingles = shingle_hashes(text, self.shingle_size)
-        if shingles.size == 0:
+        shingles, signature = self._prepared(text)
+        if signature is None:
             return []
         if self.threshold <= 0.0:
             candidates: set[str] | list[str] = set(self._shingles)
         else:
-            candidates = self._plausible(self.signature(shingles))
+            candidates = self._plausible(signature)
         query_set = frozenset(shingles.tolist())
         matches = []
         for item_id in candidates:

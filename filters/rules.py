@@ -75,6 +75,10 @@ def pixel_std(data: bytes) -> float:
     return float(pixels.std())
 
 
+# `Judgement.image_std` is rounded to 4 decimal places (filters/quality_scores.py `image_std`).
+STORED_STD_PRECISION = 1e-3
+
+
 class ImageFilter(Filter):
     """A ground-truth image exists, decodes with Pillow and is not blank (pixel std >= min_std)."""
 
@@ -87,6 +91,11 @@ class ImageFilter(Filter):
     def check(self, candidate: Candidate) -> Decision:
         if candidate.image is None:
             return Decision.drop("rule_no_image")
+        stored = candidate.judgement.image_std if candidate.judgement is not None else None
+        if stored is not None and abs(stored - self.min_std) > STORED_STD_PRECISION:
+            # the judge stage decoded these bytes and stored their std (rounded to 4 places): the same
+            # decision without decoding the image again; too close to the threshold, decode and see
+            return Decision.accept() if stored >= self.min_std else Decision.drop("rule_image_blank")
         data = candidate.image_bytes()
         if data is None:
             return Decision.drop("rule_no_image")

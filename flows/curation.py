@@ -19,8 +19,10 @@ from schemas.config import Config
 from schemas.ids import content_id
 from schemas.rows import Sample
 from warehouse.blobs import BlobStore
-from warehouse.pending import CurationInput, pending_curation
+from warehouse.pending import CurationInput, curation_inputs, pending_curation
 from warehouse.store import Warehouse
+
+ROWS_PER_READ = 8192  # candidates whose rows one `curation_inputs` call reads (memory vs table scans)
 
 KEPT_ROWS_SQL = """
 SELECT s.id, i.phash, i.sha256, p.prompt
@@ -56,7 +58,7 @@ def _missing_sample(item: CurationInput, curator: str) -> Sample:
 
 def curate_pending(warehouse: Warehouse, config: Config, run_id: str) -> StageCounts:
     curator = config.curation_fingerprint()
-    items = pending_curation(
+    tickets = pending_curation(
         warehouse,
         config.writer_fingerprint(),
         config.teacher_fingerprint(),
@@ -65,33 +67,37 @@ def curate_pending(warehouse: Warehouse, config: Config, run_id: str) -> StageCo
         curator,
         config.max_attempts,
     )
-    items.sort(key=lambda item: item.trajectory.id)
-    reporter().start("samples", len(items))
+    tickets.sort(key=lambda ticket: ticket.trajectory_id)
+    reporter().start("samples", len(tickets))
     blobs = BlobStore(Workspace(config.workdir).blobs)
     state = load_state(warehouse, config, curator)
     # the whole pass's perceptual neighbours in one vectorised computation (each batch's curate() then
     # finds its candidates answered instead of re-indexing every kept hash per batch)
     state.phash_index.prefetch(
-        [item.image.phash for item in items if item.image is not None and not item.missing]
+        [ticket.image_phash for ticket in tickets if ticket.image_phash is not None and not ticket.missing]
     )
     total = StageCounts()
-    for batch in chunk(items, max(config.batch_size, 256)):
-        samples: list[Any] = [_missing_sample(item, curator) for item in batch if item.missing]
-        candidates = [
-            Candidate(
-                prompt=item.prompt,
-                trajectory=item.trajectory,
-                image=item.image,
-                judgement=item.judgement,
-                blob=partial(blobs.read, item.image.sha256) if item.image is not None else None,
-            )
-            for item in batch
-            if not item.missing
-        ]
-        samples += curate(candidates, state, config.curation, config.sizes, curator)
-        ids = [item.trajectory.id for item in batch]
-        result = BatchResult(rows=samples, done_ids=[sample.trajectory_id for sample in samples])
-        total.add(write_result(warehouse, "samples", run_id, ids, result))
-        reporter().advance("samples", len(batch))
+    batch_size = max(config.batch_size, 256)
+    for load in chunk(tickets, ROWS_PER_READ):
+        # rows are read for many batches at once: each read scans the tables once, so reading per
+        # 256-row batch would scan them len(tickets) / 256 times
+        for batch in chunk(curation_inputs(warehouse, load), batch_size):
+            samples: list[Any] = [_missing_sample(item, curator) for item in batch if item.missing]
+            candidates = [
+                Candidate(
+                    prompt=item.prompt,
+                    trajectory=item.trajectory,
+                    image=item.image,
+                    judgement=item.judgement,
+                    blob=partial(blobs.read, item.image.sha256) if item.image is not None else None,
+                )
+                for item in batch
+                if not item.missing
+            ]
+            samples += curate(candidates, state, config.curation, config.sizes, curator)
+            ids = [item.trajectory.id for item in batch]
+            result = BatchResult(rows=samples, done_ids=[sample.trajectory_id for sample in samples])
+            total.add(write_result(warehouse, "samples", run_id, ids, result))
+            reporter().advance("samples", len(batch))
     reporter().finish("samples")
     return total

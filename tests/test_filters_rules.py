@@ -197,3 +197,35 @@ def test_blob_may_be_bytes_and_drop_needs_a_reason() -> None:
     with pytest.raises(ValueError):
         Decision.drop("")
     assert isinstance(ImageFilter(2.0), Filter)
+
+
+def test_image_rule_decides_from_the_judges_stored_std_and_decodes_only_near_the_threshold() -> None:
+    """The judge stage stored the image's pixel std (rounded): curation need not decode the image
+    again, unless the rounded value is too close to the threshold to decide."""
+    data = picture(5)
+    true_std = pixel_std(data)
+
+    def unread() -> bytes:
+        raise AssertionError("the image was decoded although the judgement stores its std")
+
+    def candidate(stored: float | None, blob: object) -> Candidate:
+        scored = Judgement(id="j", image_id="i", trajectory_id="t", judge="J", keep=True, image_std=stored)
+        return Candidate(
+            prompt=make_prompt("p"),
+            trajectory=make_trajectory("t", "p"),
+            image=make_image("i", "t", data),
+            judgement=scored,
+            blob=blob,  # type: ignore[arg-type]
+        )
+
+    assert ImageFilter(2.0).check(candidate(true_std, unread)) == Decision(keep=True)
+    assert ImageFilter(true_std + 1).check(candidate(true_std, unread)).reason == "rule_image_blank"
+    # within the rounding's reach of the threshold: decoded, and the exact std decides
+    assert (
+        ImageFilter(true_std + 1e-5).check(candidate(round(true_std, 4), data)).reason == "rule_image_blank"
+    )
+    assert ImageFilter(true_std - 1e-5).check(candidate(round(true_std, 4), data)) == Decision(keep=True)
+    with pytest.raises(AssertionError):
+        ImageFilter(true_std).check(candidate(round(true_std, 4), unread))
+    # no stored std (an old row, or the bytes did not decode at judge time): decoded as before
+    assert ImageFilter(2.0).check(candidate(None, data)) == Decision(keep=True)

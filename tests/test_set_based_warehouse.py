@@ -114,8 +114,9 @@ def test_pending_curation_keeps_the_failure_kind_rules(warehouse):
             item.judgement.id if item.judgement else None,
             item.missing,
         )
-        for item in ready
+        for item in pending.curation_inputs(warehouse, ready)
     ]
+    assert [(t.trajectory_id, t.prompt_id, t.image_id, t.judgement_id, t.missing) for t in ready] == summary
     assert summary == [
         ("r0", "p0", "i0", "j0", ""),
         ("r1", "p1", None, None, ""),
@@ -127,7 +128,7 @@ def test_pending_curation_keeps_the_failure_kind_rules(warehouse):
         "painter_failed"
     )
     assert {
-        item.trajectory.id for item in pending.pending_curation(warehouse, "w", "t", "p", "j", "c", 2)
+        item.trajectory_id for item in pending.pending_curation(warehouse, "w", "t", "p", "j", "c", 2)
     } == {
         "r0",
         "r1",
@@ -138,7 +139,9 @@ def test_pending_curation_keeps_the_failure_kind_rules(warehouse):
     warehouse.insert([Judgement(id="j6", image_id="i6b", trajectory_id="r6", judge="j", keep=True)])
     r6 = [
         item
-        for item in pending.pending_curation(warehouse, "w", "t", "p", "j", "c", 3)
+        for item in pending.curation_inputs(
+            warehouse, pending.pending_curation(warehouse, "w", "t", "p", "j", "c", 3)
+        )
         if item.trajectory.id == "r6"
     ]
     assert r6 and r6[0].image is not None and r6[0].image.id == "i6b"

@@ -17,7 +17,13 @@ from schemas.rows import (
     Trajectory,
 )
 from warehouse.blobs import BlobStore
-from warehouse.pending import pending_curation, pending_paintings, pending_prompts, pending_topics
+from warehouse.pending import (
+    curation_inputs,
+    pending_curation,
+    pending_paintings,
+    pending_prompts,
+    pending_topics,
+)
 from warehouse.store import Warehouse
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
@@ -119,7 +125,8 @@ def test_pending_queries_are_anti_joins_per_fingerprint(warehouse):
     assert [t.id for t in pending_paintings(warehouse, "W", "T2", "P", 3)] == []
     # a non-answer ending is ready for curation at once; an answer waits for its image and judgement
     ready = pending_curation(warehouse, "W", "T2", "P", "J", "C", 3)
-    assert [(item.trajectory.id, item.image) for item in ready] == [("r2", None)]
+    assert [(item.trajectory_id, item.image_id) for item in ready] == [("r2", None)]
+    assert [(item.trajectory.id, item.image) for item in curation_inputs(warehouse, ready)] == [("r2", None)]
     assert pending_curation(warehouse, "W", "T", "P", "J", "C", 3) == []
     warehouse.record_failures("images", [RowError("r1", "PainterError", "boom")] * 1, "run")
     assert pending_curation(warehouse, "W", "T", "P", "J", "C", 1)[0].missing == "painter_failed"

@@ -18,10 +18,7 @@ from schemas.errors import LEGACY_TRANSIENT_CLASSES
 from schemas.rows import Image, Judgement, Prompt, Row, Topic, Trajectory
 from warehouse.store import Warehouse
 
-# Stage names, as recorded in `failures.stage` and `runs.counts_json`.
 RowT = TypeVar("RowT", bound=Row)
-
-STAGES = ("topics", "prompts", "trajectories", "images", "judgements", "samples")
 
 
 # A `failures` row that uses up one of its row's attempts: permanent and not re-queued.
@@ -90,6 +87,21 @@ def pending_judgements(warehouse: Warehouse, painter: str, judge: str, max_attem
 
 
 @dataclass(frozen=True)
+class CurationTicket:
+    """A trajectory ready for curation, by id: what `pending_curation` decides in one SQL query.
+
+    `image_phash` lets the curator look up every candidate's perceptual neighbours before it loads
+    any row; `curation_inputs` reads the rows of a batch of tickets when the curator gets to them."""
+
+    trajectory_id: str
+    prompt_id: str
+    image_id: str | None
+    judgement_id: str | None
+    image_phash: str | None = None
+    missing: str = ""  # why a needed upstream row is missing for good ("painter_failed", "judge_failed")
+
+
+@dataclass(frozen=True)
 class CurationInput:
     trajectory: Trajectory
     prompt: Prompt
@@ -108,9 +120,10 @@ CURATION_SQL = (
     "judged AS (SELECT image_id, max(id) AS judgement_id FROM judgements WHERE judge = ? GROUP BY image_id), "
     "counted AS (SELECT stage, row_id, count(*) AS n FROM failures WHERE stage IN ('images', 'judgements') "
     f"AND {COUNTED_FAILURE} GROUP BY stage, row_id) "
-    "SELECT c.id, c.prompt_id, c.ending, p.image_id, j.judgement_id, "
+    "SELECT c.id, c.prompt_id, c.ending, p.image_id, i.phash AS image_phash, j.judgement_id, "
     "coalesce(fi.n, 0) AS image_failures, coalesce(fj.n, 0) AS judgement_failures "
     "FROM candidates c LEFT JOIN painted p ON p.trajectory_id = c.id "
+    "LEFT JOIN images i ON i.id = p.image_id "
     "LEFT JOIN judged j ON j.image_id = p.image_id "
     "LEFT JOIN counted fi ON fi.stage = 'images' AND fi.row_id = c.id "
     "LEFT JOIN counted fj ON fj.stage = 'judgements' AND fj.row_id = p.image_id ORDER BY c.id"
@@ -119,41 +132,56 @@ CURATION_SQL = (
 
 def pending_curation(
     warehouse: Warehouse, writer: str, teacher: str, painter: str, judge: str, curator: str, max_attempts: int
-) -> list[CurationInput]:
-    """Trajectories with no curation decision yet whose upstream work is finished (or failed for good).
+) -> list[CurationTicket]:
+    """Trajectories with no curation decision yet whose upstream work is finished (or failed for good),
+    in trajectory id order.
 
-    One query decides which candidates are ready (joins and failure counts in SQL), then the rows
-    they need are read by id, one query per table."""
-    decided = warehouse.query(CURATION_SQL, [teacher, writer, curator, painter, judge]).to_pylist()
-    ready: list[
-        tuple[str, str, str | None, str | None, str]
-    ] = []  # trajectory, prompt, image, judgement, why
-    for row in decided:
+    One query decides which candidates are ready (joins and failure counts in SQL) and returns ids
+    only; `curation_inputs` reads a batch's rows when the curator needs them, so a pass over 100k
+    candidates never holds every trajectory in memory at once."""
+    tickets: list[CurationTicket] = []
+    for row in warehouse.query(CURATION_SQL, [teacher, writer, curator, painter, judge]).to_pylist():
+        trajectory_id, prompt_id = row["id"], row["prompt_id"]
         if row["ending"] != "answer":
-            ready.append((row["id"], row["prompt_id"], None, None, ""))
+            tickets.append(CurationTicket(trajectory_id, prompt_id, None, None))
         elif row["image_id"] is None:
             if row["image_failures"] >= max_attempts:
-                ready.append((row["id"], row["prompt_id"], None, None, "painter_failed"))
+                tickets.append(CurationTicket(trajectory_id, prompt_id, None, None, missing="painter_failed"))
         elif row["judgement_id"] is None:
             if row["judgement_failures"] >= max_attempts:
-                ready.append((row["id"], row["prompt_id"], row["image_id"], None, "judge_failed"))
+                tickets.append(
+                    CurationTicket(
+                        trajectory_id, prompt_id, row["image_id"], None, row["image_phash"], "judge_failed"
+                    )
+                )
         else:
-            ready.append((row["id"], row["prompt_id"], row["image_id"], row["judgement_id"], ""))
-    if not ready:
+            tickets.append(
+                CurationTicket(
+                    trajectory_id, prompt_id, row["image_id"], row["judgement_id"], row["image_phash"]
+                )
+            )
+    return tickets
+
+
+def curation_inputs(warehouse: Warehouse, tickets: list[CurationTicket]) -> list[CurationInput]:
+    """The rows behind some tickets (one query per table), in the tickets' order."""
+    if not tickets:
         return []
-    trajectories = _by_id(warehouse, Trajectory, [item[0] for item in ready])
-    prompts = _by_id(warehouse, Prompt, [item[1] for item in ready])
-    images = _by_id(warehouse, Image, [item[2] for item in ready if item[2] is not None])
-    judgements = _by_id(warehouse, Judgement, [item[3] for item in ready if item[3] is not None])
+    trajectories = _by_id(warehouse, Trajectory, [ticket.trajectory_id for ticket in tickets])
+    prompts = _by_id(warehouse, Prompt, [ticket.prompt_id for ticket in tickets])
+    images = _by_id(warehouse, Image, [ticket.image_id for ticket in tickets if ticket.image_id is not None])
+    judgements = _by_id(
+        warehouse, Judgement, [ticket.judgement_id for ticket in tickets if ticket.judgement_id is not None]
+    )
     return [
         CurationInput(
-            trajectories[trajectory_id],
-            prompts[prompt_id],
-            images[image_id] if image_id is not None else None,
-            judgements[judgement_id] if judgement_id is not None else None,
-            missing=missing,
+            trajectories[ticket.trajectory_id],
+            prompts[ticket.prompt_id],
+            images[ticket.image_id] if ticket.image_id is not None else None,
+            judgements[ticket.judgement_id] if ticket.judgement_id is not None else None,
+            missing=ticket.missing,
         )
-        for trajectory_id, prompt_id, image_id, judgement_id, missing in ready
+        for ticket in tickets
     ]
 
 
