@@ -57,14 +57,12 @@ class ProgressLedger:
 @contextmanager
 def serve_readers(warehouse: Warehouse, workdir: Path) -> Iterator[ProgressLedger]:
     """While the block runs, answer read-only queries and progress requests from other processes."""
-    previous = progress.reporter()
-    ledger = ProgressLedger(previous)
-    progress.set_reporter(ledger)
-    try:
-        with serving_readers(warehouse.connection, Path(workdir), progress=ledger.snapshot):
-            yield ledger
-    finally:
-        progress.set_reporter(previous)
+    ledger = ProgressLedger(progress.reporter())
+    with (
+        progress.reporting_to(ledger),
+        serving_readers(warehouse.connection, Path(workdir), progress=ledger.snapshot),
+    ):
+        yield ledger
 
 
 # --- `groundgen status --watch` ------------------------------------------------------------------------

@@ -1,7 +1,11 @@
-"""Progress reporting for long stages. The CLI installs a rich reporter; tests and library use get none."""
+"""Progress reporting for long stages. The CLI installs a rich reporter for its run (`reporting_to`);
+tests and library use get none."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -65,13 +69,24 @@ class RichProgress:
         self._progress.update(task_id, completed=total)
 
 
-_reporter: ProgressReporter = SilentProgress()
-
-
-def set_reporter(reporter: ProgressReporter) -> None:
-    global _reporter
-    _reporter = reporter
+# The reporter of the run this context belongs to. A ContextVar, not a module global: two runs in one
+# process (threads of a long-lived process, tests) each see their own, and the flow's code sees the
+# reporter its caller installed because Prefect runs a sync flow in the caller's thread and context.
+_REPORTER: ContextVar[ProgressReporter | None] = ContextVar("groundgen_progress_reporter", default=None)
+_SILENT = SilentProgress()
 
 
 def reporter() -> ProgressReporter:
-    return _reporter
+    """The reporter of the current context (a `SilentProgress` when none was installed)."""
+    return _REPORTER.get() or _SILENT
+
+
+@contextmanager
+def reporting_to(progress: ProgressReporter) -> Iterator[ProgressReporter]:
+    """Send the progress of this context (and of tasks and threads started with a copy of it) to
+    `progress` while the block runs; the reporter before it comes back afterwards."""
+    token = _REPORTER.set(progress)
+    try:
+        yield progress
+    finally:
+        _REPORTER.reset(token)

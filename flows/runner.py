@@ -87,9 +87,5 @@ def run_regenerate(
         flow = regenerate.with_options(task_runner=task_runner_for(config))
         if not show_progress:
             return flow(payload, stages, command)
-        with progress.RichProgress() as reporter:
-            progress.set_reporter(reporter)
-            try:
-                return flow(payload, stages, command)
-            finally:
-                progress.set_reporter(progress.SilentProgress())
+        with progress.RichProgress() as bars, progress.reporting_to(bars):
+            return flow(payload, stages, command)
