@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from flows.workspace import Workspace
-from schemas.config import Config, ConfigError, load_config
+from schemas.config import Config, ConfigError, load_config, resolve_workdir
 
 app = typer.Typer(
     help=(
@@ -53,9 +53,7 @@ def resolve_config(config_path: Path | None, workdir: Path | None, **overrides: 
         config = load_config(config_path)
     except ConfigError as error:
         raise fail(str(error)) from error
-    updates: dict[str, object] = {}
-    if workdir is not None:
-        updates["workdir"] = workdir
+    updates: dict[str, object] = {"workdir": resolve_workdir(workdir, config)}
     sizes = {key: value for key, value in overrides.items() if key in ("sft", "rl") and value is not None}
     if sizes:
         updates["sizes"] = config.sizes.model_copy(update=sizes)

@@ -33,7 +33,7 @@ from flows.live_status import serve_readers
 from flows.settings import code_version
 from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
-from schemas.config import Config, SizesConfig
+from schemas.config import Config, SizesConfig, task_payload
 from schemas.ids import fingerprint
 from schemas.rows import Sample, SourceState, Topic
 from synthesis.circuit_breaker import configure_breakers
@@ -220,6 +220,6 @@ def run_refresh(config: Config, max_topics: int = 100, min_new: int = 1) -> dict
 
     check_unlocked(config.workdir)
     configure_prefect(config.workdir, hub_offline=config.hub.offline)
-    payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
+    payload = task_payload(config)
     with prefect_api_for_command(config.workdir):  # a temporary server lives only as long as this call
         return refresh.with_options(task_runner=task_runner_for(config))(payload, max_topics, min_new)

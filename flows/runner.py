@@ -10,7 +10,7 @@ from typing import Any
 
 from flows.settings import configure_prefect
 from flows.worklock import work_lock
-from schemas.config import Config
+from schemas.config import Config, task_payload
 from schemas.errors import ConfigurationError
 
 
@@ -80,7 +80,7 @@ def run_regenerate(
     from flows.regenerate import regenerate
 
     # an absolute work dir: Ray workers (other processes, maybe other machines) write blobs there
-    payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
+    payload = task_payload(config)
     # a temporary Prefect server (no PREFECT_API_URL) lives exactly as long as this call; started
     # before the task runner so Ray workers report to it
     with work_lock(Path(config.workdir), command), prefect_api_for_command(config.workdir):

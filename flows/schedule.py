@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from schemas.config import Config
+from schemas.config import Config, resolve_workdir, task_payload
 from schemas.errors import ConfigurationError
 
 DEPLOYMENT_PREFIX = "groundgen-refresh"
@@ -28,7 +27,7 @@ def deployment_name(config: Config) -> str:
     """One deployment per work directory: `groundgen-refresh-<work dir name>-<hash of its path>`, so
     two work directories with the same name (`/a/groundgen-data`, `/b/groundgen-data`) served on one
     Prefect server never replace each other's deployment."""
-    path = Path(config.workdir).resolve()
+    path = resolve_workdir(None, config, absolute=True)
     return f"{DEPLOYMENT_PREFIX}-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
@@ -56,7 +55,7 @@ def serve_refresh(
     configure_prefect(config.workdir, hub_offline=config.hub.offline)
     from flows.refresh import refresh
 
-    payload = config.model_copy(update={"workdir": Path(config.workdir).resolve()}).model_dump(mode="json")
+    payload = task_payload(config)
     refresh.serve(
         name=deployment_name(config),
         cron=cron,

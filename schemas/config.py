@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -245,8 +245,11 @@ class HubConfig(Section):
     )
 
 
+DEFAULT_WORKDIR = Path("groundgen-data")
+
+
 class Config(Section):
-    workdir: Path = Path("groundgen-data")
+    workdir: Path = DEFAULT_WORKDIR
     batch_size: int = Field(64, ge=1, description="rows per task")
     max_attempts: int = Field(
         3,
@@ -350,6 +353,22 @@ class Config(Section):
                 },
             )
         )
+
+
+def resolve_workdir(flag: Path | str | None, config: Config, *, absolute: bool = False) -> Path:
+    """The one rule for a command's work directory: the `--workdir` flag, else the config's `workdir`
+    (`DEFAULT_WORKDIR`, groundgen-data, when the config sets none). Relative to the current
+    directory unless `absolute`, which the flows use: their workers (Ray: other processes, maybe other
+    machines) write blobs there."""
+    workdir = Path(flag) if flag is not None else Path(config.workdir)
+    return workdir.resolve() if absolute else workdir
+
+
+def task_payload(config: Config) -> dict[str, Any]:
+    """The config as flow and task parameters: plain JSON, the work directory absolute."""
+    return config.model_copy(update={"workdir": resolve_workdir(None, config, absolute=True)}).model_dump(
+        mode="json"
+    )
 
 
 def runtime_problems(config: Config) -> list[str]:

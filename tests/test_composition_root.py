@@ -8,6 +8,7 @@ import gc
 import logging
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -18,13 +19,16 @@ from flows import progress
 from flows.preflight import check_llm_endpoints, check_painter, check_search
 from flows.resources import POOL_SIZE, Resources, backend_key, close_resources, resources_for
 from schemas.config import (
+    DEFAULT_WORKDIR,
     Config,
     HubConfig,
     LLMEndpointConfig,
     PainterConfig,
     SearchConfig,
     TeacherConfig,
+    resolve_workdir,
     secret_from_env,
+    task_payload,
 )
 from schemas.errors import ConfigurationError
 from synthesis.http_painter import HTTPPainter
@@ -242,3 +246,23 @@ def test_close_resources_stops_every_corpus_server(tmp_path, pool):
     assert resources.closed
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+# --- one rule for the work directory ----------------------------------------------------------------
+
+
+def test_one_rule_decides_the_work_directory(tmp_path, monkeypatch):
+    from flows.cli import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    configured = Config(workdir=Path("mine"))
+    assert DEFAULT_WORKDIR == Path("groundgen-data") == Config().workdir
+    assert resolve_workdir(None, Config()) == DEFAULT_WORKDIR
+    assert resolve_workdir(None, configured) == Path("mine")
+    assert resolve_workdir("flag", configured) == Path("flag")
+    assert resolve_workdir(None, configured, absolute=True) == (tmp_path / "mine").resolve()
+    # what flows hand their workers: plain JSON with the directory absolute
+    assert task_payload(configured)["workdir"] == str((tmp_path / "mine").resolve())
+    # the CLI's --workdir goes through the same rule
+    assert resolve_config(None, Path("flag")).workdir == Path("flag")
+    assert resolve_config(None, None).workdir == DEFAULT_WORKDIR
