@@ -1,7 +1,8 @@
 """Offline pipeline benchmark: wall time per stage, and what Prefect orchestration costs.
 
 Runs the same `regenerate` flow twice in this process on fresh work directories:
-  1. direct  — the same task functions called on a plain ThreadPoolExecutor (no Prefect),
+  1. direct  — the same task functions called on a plain ThreadPoolExecutor (no Prefect:
+     `flows.regenerate.regenerate_with` with `flows.submit.executor_submit`),
   2. prefect — the real Prefect flow with its thread task runner and task-run records,
 and prints per-stage wall times and the overhead ratio prefect / direct (target: ≤ 1.10).
 
@@ -27,11 +28,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from flows.batches import direct_executor
 from flows.prefect_server import stop_prefect_server
 from flows.runner import run_regenerate, task_runner_for
 from flows.settings import configure_prefect
-from flows.stage_names import STAGE_ORDER
+from flows.stages import BATCH_STAGES, STAGE_NAMES
+from flows.submit import executor_submit
 from schemas.config import Config, SizesConfig
 from warehouse.query import stage_rows
 
@@ -44,16 +45,12 @@ def config_for(workdir: Path, prompts: int, batch_size: int) -> Config:
 
 
 def run_direct(config: Config) -> tuple[float, dict]:
-    from flows.regenerate import regenerate
+    from flows.regenerate import regenerate_with  # imports Prefect: after configure_prefect in main()
 
     workers = task_runner_for(config)._max_workers if config.runner == "threads" else 4
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        token = direct_executor.set(executor)
-        try:
-            result = regenerate.fn(config.model_dump(mode="json"), None, "bench-direct")
-        finally:
-            direct_executor.reset(token)
+        result = regenerate_with(config, None, "bench-direct", executor_submit(executor))
     return time.perf_counter() - started, result
 
 
@@ -173,8 +170,6 @@ def reader_overhead(root: Path, prompts: int, batch_size: int, rounds: int) -> N
 
 # --- latency-injected backends: do the stages overlap? ---------------------------------------------
 
-OVERLAPPING = ("prompts", "trajectories", "images", "judgements")
-
 
 def latency_config(
     workdir: Path, prompts: int, batch_size: int, teacher_url: str, painter_url: str
@@ -206,7 +201,7 @@ def stage_by_stage(config: Config) -> dict[str, tuple[float, float, int]]:
     process, rows). The seconds are the stage's own (inside the flow): its busy time when nothing else
     runs beside it; the CPU seconds include the flow's start (about 0.1-0.2 s)."""
     measured = {}
-    for stage in STAGE_ORDER:
+    for stage in STAGE_NAMES:
         cpu = cpu_seconds()
         result = run_regenerate(config, [stage], command="bench-stage")
         counts = result["counts"][stage]
@@ -257,11 +252,11 @@ def latency_overlap(root: Path, prompts: int, batch_size: int, turn_s: float, im
         f"stage by stage (teacher {turn_s:g} s per turn x 16 concurrent, painter {image_s:g} s per image x 1)",
         sequential,
     )
-    overlapped = max(counts[stage]["seconds"] for stage in OVERLAPPING)
-    busiest = max(sequential[stage][0] for stage in OVERLAPPING)
-    in_order = sum(sequential[stage][0] for stage in OVERLAPPING)
+    overlapped = max(counts[stage]["seconds"] for stage in BATCH_STAGES)
+    busiest = max(sequential[stage][0] for stage in BATCH_STAGES)
+    in_order = sum(sequential[stage][0] for stage in BATCH_STAGES)
     print(f"\n{'overlapped':<14}{'rows':>8}{'done at s':>11}{'busy s':>9}")
-    for stage in OVERLAPPING:
+    for stage in BATCH_STAGES:
         print(
             f"{stage:<14}{stage_rows(stage, counts[stage]):>8}{counts[stage]['seconds']:>11.2f}"
             f"{counts[stage]['busy_seconds']:>9.2f}"
@@ -332,7 +327,7 @@ def main() -> None:
     prefect_seconds, prefect = run_prefect(config_for(root / "prefect", args.prompts, args.batch_size))
 
     print(f"\n{'stage':<14}{'rows':>8}{'direct s':>11}{'prefect s':>11}{'ratio':>8}")
-    for stage in STAGE_ORDER:
+    for stage in STAGE_NAMES:
         d, p = direct["counts"][stage], prefect["counts"][stage]
         ratio = p["seconds"] / d["seconds"] if d["seconds"] else float("nan")
         rows = stage_rows(stage, p)

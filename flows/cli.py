@@ -107,12 +107,12 @@ def run(
 
     Example: groundgen run --sft 40 --rl 24
     """
-    from flows.stage_names import STAGE_ORDER
+    from flows.stages import STAGE_NAMES
 
     config = resolve_config(config_path, workdir, sft=sft, rl=rl, runner=runner, batch_size=batch_size)
-    unknown = sorted(set(stage or []) - set(STAGE_ORDER))
+    unknown = sorted(set(stage or []) - set(STAGE_NAMES))
     if unknown:
-        raise fail(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_ORDER)}")
+        raise fail(f"unknown stage {', '.join(unknown)}; choose from {', '.join(STAGE_NAMES)}")
     from flows.run_outcome import stage_problems
     from flows.runner import run_regenerate
     from schemas.errors import GroundgenError

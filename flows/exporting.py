@@ -6,10 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flows.batches import StageCounts
 from flows.ledger import close_dead_runs
+from flows.live_status import serve_readers
 from flows.progress import reporter
+from flows.results import StageCounts
 from flows.settings import code_version
+from flows.worklock import work_lock
 from flows.workspace import Workspace
 from schemas.config import Config
 from schemas.errors import GroundgenError
@@ -72,8 +74,6 @@ def existing_version_folder(workdir: Path, row: Version) -> Path:
 
 
 def _version_row(warehouse: Warehouse, name: str | None) -> Version:
-    from schemas.errors import GroundgenError
-
     if name is None:
         version = latest_version(warehouse)
         if version is None:
@@ -130,11 +130,7 @@ def export_now(
     test_ratio: float | None = None,
 ) -> str:
     """`groundgen export`: a new version when the data changed, then the training format if asked."""
-    from pathlib import Path
-
-    from flows.live_status import serve_readers
-    from flows.worklock import work_lock
-    from warehouse.verl_format import required_facts
+    from warehouse.verl_format import required_facts  # with the formats: only `export` loads them
 
     workspace = Workspace(config.workdir)
     facts = None

@@ -20,10 +20,13 @@ import json
 import os
 import socket
 import threading
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.results import add_usage
+from flows.worklock import LOCK_NAME, check_unlocked
 from schemas.rows import Run
 from warehouse.store import Warehouse
 
@@ -69,8 +72,6 @@ def _zombie(pid: int) -> bool:
 
 def holds_work_lock(workdir: Path) -> bool:
     """Whether this process holds `<workdir>/groundgen.lock` (see flows/worklock.py)."""
-    from flows.worklock import LOCK_NAME
-
     try:
         holder = json.loads((Path(workdir) / LOCK_NAME).read_text() or "{}")
     except (OSError, ValueError):
@@ -101,8 +102,6 @@ def close_dead_runs(warehouse: Warehouse, *, lock_held: bool = False) -> list[st
 def close_dead_runs_in(database: Path) -> list[str]:
     """For commands that only read (status): mark dead runs when no live process holds the work dir
     (its writer would hold the database, and would itself mark them when it started)."""
-    from flows.worklock import check_unlocked
-
     if not database.exists():
         return []
     try:
@@ -126,16 +125,17 @@ class RunLedger:
         cls,
         warehouse: Warehouse,
         *,
-        run_id: str,
+        run_id: str | None = None,
         command: str,
         config_fingerprint: str,
         code_version: str,
         workdir: Path | None = None,
     ) -> RunLedger:
+        """Write the new run as `running`; its id is `new_run_id()` unless given."""
         close_dead_runs(warehouse, lock_held=workdir is not None and holds_work_lock(workdir))
         pid = os.getpid()
         run = Run(
-            id=run_id,
+            id=run_id or new_run_id(),
             started_at=datetime.now(UTC),
             status="running",
             command=command,
@@ -148,12 +148,10 @@ class RunLedger:
         warehouse.replace(run)
         ledger = cls(warehouse, run)
         with _OPEN_LOCK:
-            _OPEN[run_id] = ledger
+            _OPEN[run.id] = ledger
         return ledger
 
     def record_batch(self, usage: dict[str, dict[str, float]]) -> None:
-        from flows.batches import add_usage
-
         add_usage(self.usage, usage)
         cost = sum(spent.get("cost_usd", 0.0) for spent in self.usage.values())
         self.run = self.run.model_copy(
@@ -173,6 +171,20 @@ class RunLedger:
         )
         self.warehouse.replace(self.run)
         return self.run
+
+
+def new_run_id() -> str:
+    """The id of a new run (`runs.id`), for `groundgen run` and `groundgen refresh` alike: inside a
+    Prefect flow run, that flow run's id (`run_id_of`), so Prefect and the warehouse name a run the same
+    way; outside one (`flows.regenerate.regenerate_with` called directly), a random id."""
+    from prefect.runtime import flow_run  # a run has imported Prefect by now; the CLI's readers have not
+
+    return run_id_of(str(flow_run.id)) if flow_run.id else uuid.uuid4().hex[:24]
+
+
+def run_id_of(flow_run_id: str) -> str:
+    """The `runs.id` a Prefect flow run records: its id without dashes, 24 characters."""
+    return flow_run_id.replace("-", "")[:24]
 
 
 def finish_status(error: BaseException | None) -> str:

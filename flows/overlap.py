@@ -12,7 +12,7 @@ still the only writer; what changes is when the queries run. One loop, in the fl
 So the painter starts on the first answered trajectories while the teacher is still running, and the
 number of rows in flight per stage is bounded (back-pressure: a slow painter never has more than
 `in_flight_batches` batches queued). The task runner's futures (Prefect threads, Ray through
-prefect-ray, or the bench's plain executor) give the concurrency; there is no other scheduler.
+prefect-ray, or a plain executor: `flows/submit.py`) give the concurrency; there is no other scheduler.
 
 Ending and failures keep `run_until_done`'s rules: a row that failed transiently `guard.passes` times
 in this run waits for the next run, a batch that changed nothing hands its rows out no more in this run,
@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.batches import BatchResult, StageCounts, cancel_if_not_started, write_result
+from flows.batches import cancel_if_not_started, write_result
 from flows.progress import reporter
+from flows.results import BatchResult, StageCounts
 from flows.stage_guard import StageGuard
 from schemas.errors import RowError
 from synthesis.circuit_breaker import reset_breakers

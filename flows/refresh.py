@@ -17,7 +17,6 @@ Rules (README "Refreshes and schedules"):
 from __future__ import annotations
 
 import math
-import uuid
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +25,17 @@ from typing import Any
 from prefect import flow
 
 from extractors.topic_selection import interleave_by_category
-from flows.batches import BatchResult, StageCounts, write_result
+from flows.batches import write_result
 from flows.exporting import export_current, export_stage_counts
 from flows.ledger import RunLedger, finish_status
 from flows.live_status import serve_readers
-from flows.settings import code_version
+from flows.prefect_server import prefect_api_for_command
+from flows.regenerate import run_stages
+from flows.resources import resources_for
+from flows.results import BatchResult, StageCounts
+from flows.runner import task_runner_for
+from flows.settings import code_version, configure_prefect
+from flows.stages import STAGE_NAMES
 from flows.worklock import WorkdirLockedError, check_unlocked, work_lock
 from flows.workspace import Workspace
 from schemas.config import Config, SizesConfig, task_payload
@@ -41,7 +46,8 @@ from warehouse.export import latest_version
 from warehouse.manifest import manifest_ids
 from warehouse.store import Warehouse
 
-REFRESH_STAGES = ("prompts", "trajectories", "images", "judgements", "samples")
+# Every stage but topics and export: a refresh mines only new topics and exports only past `min_new`.
+REFRESH_STAGES = tuple(stage for stage in STAGE_NAMES if stage not in ("topics", "export"))
 # One writer per work directory: `groundgen run` and `groundgen refresh` share the lock.
 RefreshLockedError = WorkdirLockedError
 
@@ -116,23 +122,9 @@ def unexported_kept(warehouse: Warehouse, curator: str) -> list[str]:
 # --- the flow --------------------------------------------------------------------------------------
 
 
-def _run_id() -> str:
-    try:
-        from prefect.runtime import flow_run
-
-        if flow_run.id:
-            return str(flow_run.id).replace("-", "")[:24]
-    except Exception:  # noqa: BLE001 - outside a flow run: any id will do
-        pass
-    return uuid.uuid4().hex[:24]
-
-
 @flow(name="refresh", log_prints=True)
 def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
     """Mine new topics, process only them, export a version when >= `min_new` new samples were kept."""
-    from flows.regenerate import run_stages
-    from flows.resources import resources_for
-
     config = Config.model_validate(config_data)
     configure_breakers(config.breaker_threshold, config.breaker_cooldown_s)
     workspace = Workspace(config.workdir).create()
@@ -143,7 +135,6 @@ def refresh(config_data: dict[str, Any], max_topics: int = 100, min_new: int = 1
     ):
         ledger = RunLedger.start(
             warehouse,
-            run_id=_run_id(),
             command="refresh",
             config_fingerprint=config.fingerprint(),
             code_version=code_version(),
@@ -214,10 +205,6 @@ def _finish(ledger: RunLedger, status: str, counts: dict[str, Any], summary: dic
 
 def run_refresh(config: Config, max_topics: int = 100, min_new: int = 1) -> dict[str, Any]:
     """Start the refresh flow in this process with the configured task runner."""
-    from flows.prefect_server import prefect_api_for_command
-    from flows.runner import task_runner_for
-    from flows.settings import configure_prefect
-
     check_unlocked(config.workdir)
     configure_prefect(config.workdir, hub_offline=config.hub.offline)
     payload = task_payload(config)

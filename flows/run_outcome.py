@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Stages that track which inputs got an output (`StageCounts.done`).
-BATCH_STAGES = ("prompts", "trajectories", "images", "judgements")
+from flows.stages import BATCH_STAGES  # they track which inputs got an output (`StageCounts.done`)
 
 
 def stage_problems(counts: dict[str, dict[str, Any]]) -> list[str]:

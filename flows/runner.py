@@ -1,13 +1,17 @@
-"""Choosing where batches run (threads or Ray through Prefect's task runner) and starting the flow."""
+"""Choosing where batches run (threads or Ray through Prefect's task runner) and starting the flow.
+
+`run_regenerate` configures Prefect (`flows/settings.py`) before it imports the flow, which imports
+Prefect; batches ask the task runner for their resources in `flows/submit.py`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from flows import progress
+from flows.prefect_server import prefect_api_for_command
 from flows.settings import configure_prefect
 from flows.worklock import work_lock
 from schemas.config import Config, task_payload
@@ -55,36 +59,25 @@ WORKER_ENV = (
 )
 
 
-@contextmanager
-def batch_resources(config: Config, task_name: str) -> Iterator[None]:
-    """On Ray: painter batches ask for a GPU when the painter runs on CUDA; other batches for a CPU."""
-    if not (config.runner == "ray" or config.runner.startswith("ray:")):
-        yield
-        return
-    from prefect_ray.context import remote_options
-
-    if task_name == "paint-images" and config.painter.device.startswith("cuda"):
-        options = {"num_gpus": 1}
-    else:
-        options = {"num_cpus": 1}
-    with remote_options(**options):
-        yield
-
-
 def run_regenerate(
-    config: Config, stages: list[str] | None = None, *, show_progress: bool = False, command: str = "run"
+    config: Config,
+    stages: list[str] | None = None,
+    *,
+    show_progress: bool = False,
+    command: str = "run",
+    task_runner: Any = None,
 ) -> dict[str, Any]:
+    """Run the `regenerate` flow in this process; batches run on `task_runner` (a Prefect task
+    runner; default `task_runner_for(config)`)."""
     configure_prefect(config.workdir, hub_offline=config.hub.offline)
-    from flows import progress
-    from flows.prefect_server import prefect_api_for_command
-    from flows.regenerate import regenerate
+    from flows.regenerate import regenerate  # imports Prefect: only once it is configured
 
     # an absolute work dir: Ray workers (other processes, maybe other machines) write blobs there
     payload = task_payload(config)
     # a temporary Prefect server (no PREFECT_API_URL) lives exactly as long as this call; started
     # before the task runner so Ray workers report to it
     with work_lock(Path(config.workdir), command), prefect_api_for_command(config.workdir):
-        flow = regenerate.with_options(task_runner=task_runner_for(config))
+        flow = regenerate.with_options(task_runner=task_runner or task_runner_for(config))
         if not show_progress:
             return flow(payload, stages, command)
         with progress.RichProgress() as bars, progress.reporting_to(bars):

@@ -13,6 +13,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+from flows.ledger import run_id_of
 from schemas.config import Config, resolve_workdir, task_payload
 from schemas.errors import ConfigurationError
 
@@ -123,5 +124,5 @@ def _time(value: datetime | None) -> str:
 
 
 def run_key(flow_run_id: str) -> str:
-    """The warehouse `runs.id` a refresh flow run records (its id without dashes, 24 characters)."""
-    return flow_run_id.replace("-", "")[:24]
+    """The warehouse `runs.id` a refresh flow run records (`flows.ledger.run_id_of`)."""
+    return run_id_of(flow_run_id)

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from flows.results import BatchResult
 from schemas.errors import RowError
 from synthesis.circuit_breaker import CircuitBreaker, current_threshold, unreachable_message
-
-if TYPE_CHECKING:
-    from flows.batches import BatchResult
 
 BREAKER_OPEN = "EndpointUnavailableError"
 

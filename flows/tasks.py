@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.cache_policies import NONE
 
-from flows.batches import BatchResult, StageCounts, direct_executor, write_result
 from flows.resources import resources_for
+from flows.results import BatchResult
 from schemas.config import Config
 from schemas.errors import GroundgenError, RowError, error_kind
 from schemas.protocols import JudgeInput, PaintRequest
@@ -166,7 +166,7 @@ def judge_images(config_data: dict[str, Any], items: list[JudgeInput]) -> BatchR
     return result
 
 
-# --- stages that run in the flow process (ordered, stateful) ------------------------------------
+# --- the topics stage's task (the stage runs alone in the flow process: flows/stages.py) ----------
 
 
 @task(name="mine-topics", cache_policy=NONE)
@@ -175,31 +175,3 @@ def mine_topics(config_data: dict[str, Any], wanted: int) -> list[Topic]:
 
     resources = resources_for(Config.model_validate(config_data))
     return select_topics(resources.topic_source().topics(), wanted)
-
-
-def mine_topics_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
-    from flows.progress import reporter
-
-    wanted = config.sizes.prompts_wanted
-    reporter().start("topics", wanted)
-    payload = config.model_dump(mode="json")
-    if direct_executor.get() is not None:
-        topics = mine_topics.fn(payload, wanted)
-    else:
-        topics = mine_topics.submit(payload, wanted).result()
-    counts = write_result(warehouse, "topics", run_id, [], BatchResult(rows=list(topics)))
-    counts.inputs = len(topics)
-    reporter().finish("topics")
-    return counts
-
-
-def curate_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
-    from flows.curation import curate_pending
-
-    return curate_pending(warehouse, config, run_id)
-
-
-def export_into(warehouse: Any, config: Config, run_id: str) -> StageCounts:
-    from flows.exporting import export_if_changed
-
-    return export_if_changed(warehouse, config, run_id)

@@ -7,7 +7,8 @@ import tempfile
 
 import pytest
 
-from flows.runner import batch_resources, run_regenerate, task_runner_for
+from flows.runner import run_regenerate, task_runner_for
+from flows.submit import batch_resources
 from schemas.config import Config, PainterConfig
 from tests.test_pipeline_offline import content, small_config, table_ids
 
