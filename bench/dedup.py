@@ -11,7 +11,7 @@ sample of `--imagededup-sample` queries at 100k (and at 10k with `--quick`) extr
 the pairs checked against ours (for the sampled queries). imagededup cannot go in the bench extra:
 its PyPI dependencies pull torchvision, a CUDA build that does not load beside our CPU torch and
 whose resolution replaces torch. So the bench installs it into a venv of its own on first use
-(`--imagededup-venv`, default ~/.cache/groundgen/bench-imagededup-venv, reused): imagededup and its
+(`--imagededup-venv`, default .bench-venvs/imagededup in the checkout, reused): imagededup and its
 light dependencies pinned, `--no-deps`, the project venv's packages visible through a .pth file.
 That first install needs PyPI; `--no-imagededup` skips the peer.
 
@@ -100,7 +100,7 @@ PEER_PACKAGES = [  # installed --no-deps: torch, numpy, scipy, Pillow, PyWavelet
     "narwhals==2.29.0",
 ]
 PEER_CHECK = ROOT / "bench" / "dedup_imagededup_check.py"
-DEFAULT_PEER_VENV = Path.home() / ".cache" / "groundgen" / "bench-imagededup-venv"
+DEFAULT_PEER_VENV = Path(__file__).resolve().parent.parent / ".bench-venvs" / "imagededup"
 
 
 def installed_imagededup_python(venv: Path) -> Path | None:
