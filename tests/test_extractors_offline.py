@@ -4,7 +4,6 @@ and the corpus server browsed over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,7 +15,7 @@ from extractors.browse import PageBrowser
 from extractors.category_map import RULES, TOPIC_DEFAULTS, WIKIPEDIA_TOPICS, map_category
 from extractors.corpus_server import CorpusServer
 from extractors.image_catalog import CATALOG_ENTRIES, load_catalog, skimage_data_dir
-from extractors.local_search import BM25Index, LocalSearch, tokenize
+from extractors.local_search import BM25Index, tokenize
 from extractors.offline import CORPUS_HOST, OfflineCorpus, connect_to_map, offline_backends
 from extractors.wiki_offline import (
     TitleMatcher,
@@ -263,13 +262,6 @@ def test_image_search(corpus: OfflineCorpus):
     assert [h.title for h in asyncio.run(search.image_search("Space Shuttle", 5))] == [
         "Astronaut Eileen Collins, NASA portrait"  # keyword "space shuttle commander"
     ]
-
-
-@pytest.mark.slow
-def test_build_time(corpus: OfflineCorpus):
-    started = time.perf_counter()
-    LocalSearch(corpus.topics, corpus.images)
-    assert time.perf_counter() - started < 10  # ~1 s on a laptop core; generous for slow CI
 
 
 # --- image catalog --------------------------------------------------------------------------------

@@ -111,10 +111,9 @@ def test_first_url_is_guarded_too(hostile: HostileServer) -> None:
 
 
 def test_huge_body_is_cut_at_the_cap(hostile: HostileServer) -> None:
-    started = time.monotonic()
+    # /huge streams until the client stops reading: only the cap ends this fetch
     with pytest.raises(FetchError, match="exceeds 1000000 bytes"):
         fetch(hostile, "/huge")
-    assert time.monotonic() - started < 3
 
 
 def test_declared_huge_body_is_refused_before_reading(hostile: HostileServer) -> None:
@@ -132,7 +131,9 @@ def test_slow_dribbling_server_hits_the_total_deadline(hostile: HostileServer) -
     with pytest.raises(FetchError, match="time-out") as caught:
         fetch(hostile, "/slow", timeout_s=1)
     assert caught.value.retryable is True
-    assert 0.9 < time.monotonic() - started < 2.5
+    # /slow would finish its 200 bytes in 20 s with no read ever slower than 0.1 s: only the total
+    # deadline raises, and not before it is due (no upper bound in seconds: a loaded machine is slow)
+    assert time.monotonic() - started > 0.9
 
 
 @pytest.mark.parametrize(
