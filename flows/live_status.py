@@ -18,7 +18,7 @@ from typing import Any
 
 from flows import progress
 from warehouse.live import serving_readers
-from warehouse.pending import COUNTED_FAILURE
+from warehouse.pending import COUNTED_FAILURE, OUTPUT_OF_INPUT
 from warehouse.query import QueryError, WarehouseReader, describe_holder, work_lock_holder
 from warehouse.store import Warehouse
 
@@ -76,15 +76,8 @@ STAGE_TABLES = {
     "samples": "SELECT count(*) FROM samples",
 }
 
-# A failed input counts as waiting on a retry while its stage has no output for it and it has fewer
-# counted failures (permanent, not re-queued: warehouse.pending.COUNTED_FAILURE) than max_attempts.
-OUTPUT_OF_INPUT = {
-    "prompts": "SELECT topic_ids[1] FROM prompts",
-    "trajectories": "SELECT prompt_id FROM trajectories",
-    "images": "SELECT trajectory_id FROM images",
-    "judgements": "SELECT image_id FROM judgements",
-    "samples": "SELECT trajectory_id FROM samples",
-}
+# A failed input counts as waiting on a retry while its stage has no output for it (OUTPUT_OF_INPUT)
+# and it has fewer counted failures (permanent, not re-queued: COUNTED_FAILURE) than max_attempts.
 
 
 def _waiting_sql(max_attempts: int) -> str:

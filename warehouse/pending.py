@@ -192,12 +192,14 @@ def _by_id(warehouse: Warehouse, model: type[RowT], ids: list[str]) -> dict[str,
 
 
 # The output that settles a failed input of each stage (any backend): failures of inputs that have one
-# are history, the others are waiting on a retry or given up.
+# are history, the others are waiting on a retry or given up (`groundgen status`, `status --watch` and
+# `groundgen retry` all read this one map).
 OUTPUT_OF_INPUT = {
     "prompts": "SELECT topic_ids[1] FROM prompts",
     "trajectories": "SELECT prompt_id FROM trajectories",
     "images": "SELECT trajectory_id FROM images WHERE kind = 'ground_truth'",
     "judgements": "SELECT image_id FROM judgements",
+    "samples": "SELECT trajectory_id FROM samples",
 }
 
 
