@@ -8,27 +8,12 @@ import threading
 import pytest
 
 from schemas.config import PainterConfig
-from schemas.protocols import PaintRequest
-from schemas.rows import Prompt, Trajectory
 from synthesis.painter import DiffusersPainter, torch_threads
 from synthesis.tiny_pipeline import build_tiny_pipeline
 from testkit.synthesis_fakes import MemoryBlobs
+from tests.test_synthesis_painter import request
 
 torch = pytest.importorskip("torch")
-
-PROMPT = Prompt(id="p", topic_ids=["t"], category="art", difficulty="easy", prompt="a poster", writer="w")
-
-
-def request(index: int) -> PaintRequest:
-    trajectory = Trajectory(
-        id=f"trajectory-{index}",
-        prompt_id="p",
-        teacher="teacher",
-        messages=[],
-        ending="answer",
-        gen_prompt=f"a museum poster number {index}",
-    )
-    return PaintRequest(trajectory=trajectory, prompt=PROMPT)
 
 
 @pytest.fixture(scope="module")
