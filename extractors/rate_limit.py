@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,25 +21,7 @@ from typing import Any
 import httpx
 
 from schemas.errors import FetchError
-from schemas.retry import (
-    RetryPolicy,
-    TransientFailure,
-    parse_retry_after,
-    retry_after_seconds,
-    run_with_retries_async,
-)
-
-__all__ = [
-    "JsonAPIClient",
-    "Sleep",
-    "TokenBucket",
-    "backoff_delay",
-    "parse_retry_after",
-    "redact",
-    "request_json",
-    "retry_after_seconds",
-    "search_retry_policy",
-]
+from schemas.retry import RetryPolicy, TransientFailure, retry_after_seconds, run_with_retries_async
 
 logger = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
@@ -97,11 +78,6 @@ class TokenBucket:
         wait = self.reserve(amount)
         if wait > 0:
             await self.sleep(wait)
-
-
-def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return RetryPolicy(base_s=base_s, cap_s=cap_s).backoff(attempt, rng)
 
 
 def search_retry_policy(max_retries: int = 4, *, base_s: float = 0.5, cap_s: float = 30.0) -> RetryPolicy:

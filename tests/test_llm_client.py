@@ -13,9 +13,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from extractors.rate_limit import TokenBucket, backoff_delay, parse_retry_after
+from extractors.rate_limit import TokenBucket
 from schemas.config import LLMEndpointConfig
 from schemas.errors import ConfigurationError, ModelCallError, ModelOutputError
+from schemas.retry import RetryPolicy, parse_retry_after
 from synthesis.llm_client import LLMClient, redact_url
 from synthesis.response_cache import MemoryResponseCache, SqliteResponseCache, cache_key, endpoint_cache_path
 from testkit.servers.openai_server import Completion, Delay, RawBody, Reset, ScriptedOpenAIServer, Status
@@ -84,9 +85,11 @@ def test_parse_retry_after_forms():
 def test_backoff_is_full_jitter_within_exponential_cap():
     rng = random.Random(1)
     for attempt in range(8):
-        delay = backoff_delay(attempt, base_s=0.5, cap_s=4.0, rng=rng)
+        delay = RetryPolicy(base_s=0.5, cap_s=4.0).backoff(attempt, rng)
         assert 0.0 <= delay <= min(4.0, 0.5 * 2**attempt)
-    assert backoff_delay(2, base_s=0.5, cap_s=30.0, rng=random.Random(0)) == random.Random(0).uniform(0, 2.0)
+    assert RetryPolicy(base_s=0.5, cap_s=30.0).backoff(2, random.Random(0)) == random.Random(0).uniform(
+        0, 2.0
+    )
 
 
 def test_redact_url_drops_credentials_and_query():

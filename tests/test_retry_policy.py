@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from extractors.rate_limit import backoff_delay, search_retry_policy
+from extractors.rate_limit import search_retry_policy
 from schemas.config import LLMEndpointConfig
 from schemas.retry import (
     RetryAfterTooLong,
@@ -64,7 +64,7 @@ def test_seeded_delays_are_the_ones_the_clients_drew_before() -> None:
     # search, painter and LLM client: uniform(0, min(cap, base * 2**n)); the Hub: b * 2**n * (1 + r / 2)
     for attempt in range(10):
         old = random.Random(attempt).uniform(0, min(30.0, 0.5 * 2**attempt))
-        assert backoff_delay(attempt, base_s=0.5, cap_s=30.0, rng=random.Random(attempt)) == old
+        assert search_retry_policy().backoff(attempt, random.Random(attempt)) == old
         assert RetryPolicy().backoff(attempt, random.Random(attempt)) == old
         hub_old = 1.0 * 2**attempt * (1 + random.Random(attempt).random() / 2)
         assert hub_retry_policy().backoff(attempt, random.Random(attempt)) == hub_old

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from extractors.rate_limit import TokenBucket, backoff_delay, retry_after_seconds
+from extractors.rate_limit import TokenBucket, search_retry_policy
 from extractors.searxng import SearxngSearch
 from extractors.serper import SerperSearch
 from schemas.config import SearchConfig
 from schemas.errors import ConfigurationError, FetchError
 from schemas.protocols import ImageHit, SearchBackend, SearchHit
+from schemas.retry import retry_after_seconds
 from testkit.servers.search_providers import SearchProviderServer, serve_search_providers
 
 SECRET = "sk-serper-7c1f0d9e-do-not-log"
@@ -287,6 +288,7 @@ def test_backoff_delay_is_capped_full_jitter() -> None:
     import random
 
     rng = random.Random(0)
-    delays = [backoff_delay(attempt, base_s=1, cap_s=8, rng=rng) for attempt in range(10) for _ in range(50)]
+    policy = search_retry_policy(base_s=1, cap_s=8)
+    delays = [policy.backoff(attempt, rng) for attempt in range(10) for _ in range(50)]
     assert max(delays) <= 8 and min(delays) >= 0
-    assert max(backoff_delay(0, base_s=1, cap_s=8, rng=rng) for _ in range(100)) <= 1
+    assert max(policy.backoff(0, rng) for _ in range(100)) <= 1
