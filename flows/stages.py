@@ -93,7 +93,7 @@ def paint_requests(warehouse: Warehouse, config: Config) -> list[PaintRequest]:
         config.painter_fingerprint(),
         config.max_attempts,
     )
-    prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories])
+    prompts = warehouse.rows_by_id(Prompt, [t.prompt_id for t in trajectories])
     requests = []
     for trajectory in trajectories:
         by_id = {reference.img_id: reference.sha256 for reference in trajectory.references}
@@ -111,13 +111,8 @@ def judge_inputs(warehouse: Warehouse, config: Config) -> list[JudgeInput]:
     )
     if not images:
         return []
-    trajectories = {
-        t.id: t
-        for t in warehouse.rows(
-            Trajectory, "id IN (SELECT unnest(?))", [sorted({i.trajectory_id for i in images})]
-        )
-    }
-    prompts = _prompts_by_id(warehouse, [t.prompt_id for t in trajectories.values()])
+    trajectories = warehouse.rows_by_id(Trajectory, [i.trajectory_id for i in images])
+    prompts = warehouse.rows_by_id(Prompt, [t.prompt_id for t in trajectories.values()])
     topics = _topics_by_id(warehouse, [topic for p in prompts.values() for topic in p.topic_ids])
     return [
         JudgeInput(
@@ -128,12 +123,6 @@ def judge_inputs(warehouse: Warehouse, config: Config) -> list[JudgeInput]:
         )
         for image in images
     ]
-
-
-def _prompts_by_id(warehouse: Warehouse, ids: list[str]) -> dict[str, Prompt]:
-    if not ids:
-        return {}
-    return {p.id: p for p in warehouse.rows(Prompt, "id IN (SELECT unnest(?))", [sorted(set(ids))])}
 
 
 def _topics_by_id(warehouse: Warehouse, ids: list[str]) -> dict[str, tuple[str, list[str]]]:

@@ -12,14 +12,10 @@ by `groundgen retry` stay in `failures` as history and count no more.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
 
 from schemas.errors import LEGACY_TRANSIENT_CLASSES
-from schemas.rows import Image, Judgement, Prompt, Row, Topic, Trajectory
+from schemas.rows import Image, Judgement, Prompt, Topic, Trajectory
 from warehouse.store import Warehouse
-
-RowT = TypeVar("RowT", bound=Row)
-
 
 # A `failures` row that uses up one of its row's attempts: permanent and not re-queued.
 COUNTED_FAILURE = (
@@ -167,11 +163,13 @@ def curation_inputs(warehouse: Warehouse, tickets: list[CurationTicket]) -> list
     """The rows behind some tickets (one query per table), in the tickets' order."""
     if not tickets:
         return []
-    trajectories = _by_id(warehouse, Trajectory, [ticket.trajectory_id for ticket in tickets])
-    prompts = _by_id(warehouse, Prompt, [ticket.prompt_id for ticket in tickets])
-    images = _by_id(warehouse, Image, [ticket.image_id for ticket in tickets if ticket.image_id is not None])
-    judgements = _by_id(
-        warehouse, Judgement, [ticket.judgement_id for ticket in tickets if ticket.judgement_id is not None]
+    trajectories = warehouse.rows_by_id(Trajectory, [ticket.trajectory_id for ticket in tickets])
+    prompts = warehouse.rows_by_id(Prompt, [ticket.prompt_id for ticket in tickets])
+    images = warehouse.rows_by_id(
+        Image, [ticket.image_id for ticket in tickets if ticket.image_id is not None]
+    )
+    judgements = warehouse.rows_by_id(
+        Judgement, [ticket.judgement_id for ticket in tickets if ticket.judgement_id is not None]
     )
     return [
         CurationInput(
@@ -183,12 +181,6 @@ def curation_inputs(warehouse: Warehouse, tickets: list[CurationTicket]) -> list
         )
         for ticket in tickets
     ]
-
-
-def _by_id(warehouse: Warehouse, model: type[RowT], ids: list[str]) -> dict[str, RowT]:
-    if not ids:
-        return {}
-    return {row.id: row for row in warehouse.rows(model, "id IN (SELECT unnest(?))", [sorted(set(ids))])}
 
 
 # The output that settles a failed input of each stage (any backend): failures of inputs that have one

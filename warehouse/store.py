@@ -24,6 +24,7 @@ from schemas.rows import (
     Judgement,
     PageRecord,
     Prompt,
+    Row,
     Run,
     Sample,
     SourceState,
@@ -35,6 +36,7 @@ from warehouse.migrations import MigrationReport, ensure_schema
 from warehouse.views import VIEWS_SQL
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+RowT = TypeVar("RowT", bound=Row)
 
 TABLES: dict[str, type[BaseModel]] = {
     "topics": Topic,
@@ -205,6 +207,13 @@ class Warehouse:
             sql += f" WHERE {where}"
         sql += f" ORDER BY {order_by}"
         return from_arrow(self.query(sql, parameters), model)
+
+    def rows_by_id(self, model: type[RowT], ids: Iterable[str]) -> dict[str, RowT]:
+        """The rows of `model` with these ids (one query), by id; ids without a row are absent."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        return {row.id: row for row in self.rows(model, "id IN (SELECT unnest(?))", [wanted])}
 
     def count(self, table: str, where: str = "", parameters: Sequence[Any] | None = None) -> int:
         sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
