@@ -12,8 +12,9 @@ from typing import Any
 
 from filters.base import Candidate
 from filters.curate import CurationState, KeptRow, curate
-from flows.batches import BatchResult, StageCounts, chunk, write_result
+from flows.batches import chunk, write_result
 from flows.progress import reporter
+from flows.results import BatchResult, StageCounts
 from flows.workspace import Workspace
 from schemas.config import Config
 from schemas.ids import content_id
